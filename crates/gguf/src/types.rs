@@ -188,7 +188,10 @@ impl GgmlType {
 
     /// Parses a type name case-insensitively (`Q4_K`, `q4_k`, `F16`, `bf16`).
     pub fn from_name(s: &str) -> Option<GgmlType> {
-        Self::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     /// True for block-quantized types (everything that is not a plain scalar).
