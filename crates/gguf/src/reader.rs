@@ -188,15 +188,17 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     // The data section starts at the next multiple of the alignment.
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
     let file_len = bytes.len() as u64;
-    let data_len = file_len.saturating_sub(data_offset);
     for t in &tensors {
-        let end = t.offset.checked_add(t.n_bytes);
-        if end.is_none_or(|e| e > data_len) {
+        // Checked against the whole file, so that even a zero-byte tensor cannot point past its end.
+        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
+        if end.is_none_or(|e| e > file_len) {
             return Err(GgufError::BadTensor {
                 name: t.name.clone(),
                 problem: format!(
-                    "data [{}, +{}) lies outside the data section of {data_len} bytes (file truncated?)",
-                    t.offset, t.n_bytes
+                    "data [{}, +{}) lies outside the data section of {} bytes (file truncated?)",
+                    t.offset,
+                    t.n_bytes,
+                    file_len.saturating_sub(data_offset)
                 ),
             });
         }

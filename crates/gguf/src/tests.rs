@@ -297,3 +297,15 @@ fn open_names_the_file_in_errors() {
     assert!(msg.contains("directory"), "{msg}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Inputs the fuzzer found (fuzz/), kept as regressions.
+#[test]
+fn fuzz_regressions() {
+    // A zero-byte tensor in a file that ends before its (aligned) data section.
+    let b: Vec<u8> = vec![
+        71, 71, 85, 70, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250, 0, 0, 0, 0,
+    ];
+    let f = GgufFile::from_bytes(b);
+    assert!(matches!(f, Err(GgufError::BadTensor { .. })), "{:?}", f.err());
+}
