@@ -209,7 +209,7 @@ impl TensorInfo {
                 ty.block_len()
             ))
         })?;
-        let n_rows = if row == 0 { 0 } else { n_elements / row };
+        let n_rows = n_elements.checked_div(row).unwrap_or(0);
         let n_bytes = row_bytes
             .checked_mul(n_rows)
             .filter(|&n| n <= i64::MAX as u64)

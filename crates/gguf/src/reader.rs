@@ -190,7 +190,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     let file_len = bytes.len() as u64;
     for t in &tensors {
         // Checked against the whole file, so that even a zero-byte tensor cannot point past its end.
-        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(t.n_bytes));
         if end.is_none_or(|e| e > file_len) {
             return Err(GgufError::BadTensor {
                 name: t.name.clone(),

@@ -303,9 +303,14 @@ fn open_names_the_file_in_errors() {
 fn fuzz_regressions() {
     // A zero-byte tensor in a file that ends before its (aligned) data section.
     let b: Vec<u8> = vec![
-        71, 71, 85, 70, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250, 0, 0, 0, 0,
+        71, 71, 85, 70, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 250, 0,
+        0, 0, 0,
     ];
     let f = GgufFile::from_bytes(b);
-    assert!(matches!(f, Err(GgufError::BadTensor { .. })), "{:?}", f.err());
+    assert!(
+        matches!(f, Err(GgufError::BadTensor { .. })),
+        "{:?}",
+        f.err()
+    );
 }
