@@ -1,0 +1,104 @@
+//! `hearth synth`: a random-weight model with a real vocabulary, for tests and benchmarks.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use hearth_gguf::GgufFile;
+use hearth_synth::{Arch, Config, FileType, Preset, SynthOptions, Vocab};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::model_ref;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// gemma3, llama, qwen2, qwen3 or qwen3moe.
+    #[arg(long)]
+    arch: Arch,
+    /// tiny (256 wide, 2 layers) or 1b (the family's ~1B shape).
+    #[arg(long, default_value = "tiny")]
+    preset: Preset,
+    /// F16, BF16, F32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M or Q6_K.
+    #[arg(long = "type", default_value = "F16")]
+    file_type: FileType,
+    /// A GGUF file whose tokenizer.* keys are copied (a vocab-only file or any model).
+    #[arg(long, default_value = "gemma3-270m")]
+    vocab: String,
+    /// Keep only the first N tokens of the vocabulary.
+    #[arg(long)]
+    n_vocab: Option<usize>,
+    #[arg(long, default_value_t = 20261125)]
+    seed: u64,
+    /// Override the preset's layer count.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Override the preset's context length.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Override the preset's expert count (MoE).
+    #[arg(long)]
+    experts: Option<usize>,
+    /// Override the preset's used-expert count (MoE).
+    #[arg(long)]
+    experts_used: Option<usize>,
+    #[arg(short = 't', long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+    threads: usize,
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut config = Config::preset(a.arch, a.preset);
+    if let Some(n) = a.layers {
+        config.n_layer = n;
+    }
+    if let Some(n) = a.ctx {
+        config.ctx = n;
+    }
+    if let Some(n) = a.experts {
+        config.n_expert = n;
+    }
+    if let Some(n) = a.experts_used {
+        config.n_expert_used = n;
+    }
+    let vocab_path = model_ref::resolve(&a.vocab)?;
+    let vocab = Vocab::from_file(&GgufFile::open(&vocab_path)?, a.n_vocab)?;
+    let opts = SynthOptions {
+        config,
+        file_type: a.file_type,
+        seed: a.seed,
+        threads: a.threads,
+    };
+
+    let start = Instant::now();
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors {elapsed}")?
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!(
+        "synth {} {} {}",
+        a.arch,
+        a.file_type,
+        a.output.display()
+    ));
+    let w = hearth_synth::synthesize(&opts, &vocab, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    w.write_to_path(&a.output)
+        .with_context(|| format!("writing {}", a.output.display()))?;
+    let bytes = std::fs::metadata(&a.output)?.len();
+    eprintln!(
+        "wrote {} ({} {}, {} layers, vocab {} from {}, {:.1} MB) in {:.1}s",
+        a.output.display(),
+        a.arch,
+        a.file_type,
+        opts.config.n_layer,
+        vocab.n_vocab,
+        vocab_path.display(),
+        bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `hearth`: the command-line tool. One module per subcommand under `cmd/`.
+
+mod cmd;
+mod model_ref;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "A private, offline runtime for small language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a GGUF file's metadata and tensor table.
+    Inspect(cmd::inspect::Args),
+    /// Tokenize text with a model's tokenizer and print the token ids as JSON.
+    Tokenize(cmd::tokenize::Args),
+    /// Write a random-weight model with a real vocabulary, in llama.cpp's tensor layout.
+    Synth(cmd::synth::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (e.g. `| head`) is not an error worth a message.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

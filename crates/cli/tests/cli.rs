@@ -1,0 +1,195 @@
+//! End-to-end tests of the `hearth` binary: exit codes, output formats, and the default model.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn hearth(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(args)
+        .output()
+        .expect("running hearth")
+}
+
+fn stdout_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "hearth failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(rel)
+}
+
+/// The default model, as `scripts/fetch-model` caches it.
+fn default_model() -> String {
+    let home = std::env::var_os("HEARTH_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/hearth"));
+    let p = home.join("models/gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-model (scripts/test does)",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hearth-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn inspect_lists_every_tensor_of_the_default_model_like_gguf_py() {
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma3-270m/tensors_gguf_py.json")).unwrap(),
+    )
+    .unwrap();
+    let got = stdout_json(&hearth(&["inspect", "--json", &default_model()]));
+    let (got, want) = (
+        got["tensors"].as_array().unwrap(),
+        want["tensors"].as_array().unwrap(),
+    );
+    assert_eq!(got.len(), 236);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["name"], w["name"]);
+        assert_eq!(
+            g["type"].as_str().unwrap().to_uppercase(),
+            w["type"].as_str().unwrap().to_uppercase(),
+            "{}",
+            g["name"]
+        );
+        // gguf-py lists shapes in ggml order too.
+        assert_eq!(g["shape"], w["shape"], "{}", g["name"]);
+        assert_eq!(g["bytes"], w["bytes"], "{}", g["name"]);
+    }
+    // The name resolves to the same file, and the table form works.
+    let o = hearth(&["inspect", "gemma3-270m"]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success());
+    assert!(
+        text.contains("gemma3.block_count")
+            && text.contains("236 tensors")
+            && text.contains("blk.17.ffn_down.weight")
+    );
+}
+
+#[test]
+fn inspect_reports_bad_files_with_exit_code_1() {
+    let p = tmp("garbage.gguf");
+    std::fs::write(&p, b"definitely not a model file").unwrap();
+    let o = hearth(&["inspect", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("garbage.gguf") && err.contains("not a GGUF file"),
+        "{err}"
+    );
+
+    let o = hearth(&["inspect", "/no/such/model.gguf"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such file"));
+
+    // Usage errors are clap's exit code 2.
+    assert_eq!(hearth(&["inspect"]).status.code(), Some(2));
+}
+
+#[test]
+fn tokenize_prints_ids_and_pieces_like_llama_tokenize() {
+    let m = default_model();
+    assert_eq!(
+        stdout_json(&hearth(&["tokenize", "-m", &m, "Hello world"])),
+        serde_json::json!([2, 9259, 1902])
+    );
+    assert_eq!(
+        stdout_json(&hearth(&[
+            "tokenize",
+            "-m",
+            &m,
+            "--no-bos",
+            "--ids",
+            "Hello world"
+        ])),
+        serde_json::json!([9259, 1902])
+    );
+    assert_eq!(
+        stdout_json(&hearth(&[
+            "tokenize",
+            "-m",
+            &m,
+            "--no-bos",
+            "--pieces",
+            "Hello world"
+        ])),
+        serde_json::json!(["Hello", " world"])
+    );
+    // Control-token text stays text unless --parse-special.
+    let plain = stdout_json(&hearth(&[
+        "tokenize",
+        "-m",
+        &m,
+        "--no-bos",
+        "<start_of_turn>user",
+    ]));
+    let special = stdout_json(&hearth(&[
+        "tokenize",
+        "-m",
+        &m,
+        "--no-bos",
+        "--parse-special",
+        "<start_of_turn>user",
+    ]));
+    assert_eq!(special[0], 105);
+    assert!(!plain.as_array().unwrap().contains(&Value::from(105)));
+    let o = hearth(&["tokenize", "-m", &m]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn synth_writes_a_model_that_reads_back_and_tokenizes() {
+    let out = tmp("synth-qwen3-q4km.gguf");
+    let o = hearth(&[
+        "synth",
+        "--arch",
+        "qwen3",
+        "--preset",
+        "tiny",
+        "--type",
+        "Q4_K_M",
+        "--vocab",
+        &default_model(),
+        "--n-vocab",
+        "4096",
+        "--seed",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = stdout_json(&hearth(&["inspect", "--json", out.to_str().unwrap()]));
+    assert_eq!(info["metadata"]["general.architecture"], "qwen3");
+    assert_eq!(info["metadata"]["qwen3.block_count"], 2);
+    let types: Vec<&str> = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"q4_K") && types.contains(&"q6_K") && types.contains(&"f32"));
+    assert_eq!(info["tensors"][0]["shape"], serde_json::json!([256, 4096]));
+    // The copied vocabulary tokenizes.
+    let ids = stdout_json(&hearth(&["tokenize", "-m", out.to_str().unwrap(), "Hello"]));
+    assert_eq!(ids[0], 2);
+
+    let bad = hearth(&["synth", "--arch", "mamba", "-o", out.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+}
