@@ -1,0 +1,171 @@
+//! The shared transformer blocks, written once: token embedding, self-attention with the KV
+//! cache, the gated MLP and the output head. An architecture file strings them together.
+//!
+//! A [`Step`] is one forward pass over a batch of consecutive tokens of the session; every
+//! activation is a row-major `n_tokens × width` matrix of f32.
+
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::model::{Layer, Matrix, Model};
+use crate::ops::attention::{self, Heads, Kernel};
+use crate::ops::{self, act, matmul, norm, rope};
+
+/// The gated activation of the MLP: `down(act(gate(x)) * up(x))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Glu {
+    /// SiLU gate (Llama, Qwen).
+    Swiglu,
+    /// GELU gate, tanh approximation (Gemma).
+    Geglu,
+}
+
+pub(crate) struct Step<'a> {
+    pub m: &'a Model,
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    /// Position of each token (= its KV cell).
+    pub positions: Vec<usize>,
+    /// Batch rows whose logits are wanted, ascending.
+    pub out_rows: &'a [usize],
+    pub kernel: Kernel,
+}
+
+impl Step<'_> {
+    pub fn n_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
+        let n = x.len() / w.cols;
+        let mut out = vec![0f32; n * w.rows];
+        matmul::matmul(&self.m.threads, w.view(self.m.bytes()), x, &mut out)?;
+        Ok(out)
+    }
+
+    /// `W·x (+ b)`.
+    fn linear(&self, w: &Matrix, b: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
+        let mut y = self.matmul(w, x)?;
+        if let Some(b) = b {
+            ops::add_bias(&mut y, b);
+        }
+        Ok(y)
+    }
+
+    /// Rows of the token embedding matrix (`ggml_get_rows`: dequantized), times `scale`.
+    pub fn embed(&self, scale: Option<f32>) -> Result<Vec<f32>> {
+        let m = self.m;
+        let e = m.tok_embd.view(m.bytes());
+        let rb = e.row_bytes();
+        let mut x = vec![0f32; self.n_tokens() * e.cols];
+        for (row, &id) in x.chunks_exact_mut(e.cols).zip(self.tokens) {
+            let id = id as usize;
+            hearth_quant::dequantize_row(e.ty, &e.data[id * rb..(id + 1) * rb], row)?;
+        }
+        if let Some(s) = scale {
+            ops::scale(&mut x, s);
+        }
+        Ok(x)
+    }
+
+    /// RMS norm of every row with weight `w`.
+    pub fn norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        norm::rms_norm_rows(x, w, self.m.hp.rms_eps, &mut out);
+        out
+    }
+
+    /// Multi-head self-attention of layer `il` on normed input `x`, including the output
+    /// projection: Q/K/V projections (+ bias), per-head Q/K norms when the layer has them, RoPE,
+    /// the Q scale, the cache write, attention over the cache, `W_o`.
+    pub fn attention(&mut self, il: usize, layer: &Layer, x: &[f32]) -> Result<Vec<f32>> {
+        let hp = &self.m.hp;
+        let (hd, eps) = (hp.head_dim, hp.rms_eps);
+        let mut q = self.linear(&layer.wq, layer.bq.as_ref(), x)?;
+        let mut k = self.linear(&layer.wk, layer.bk.as_ref(), x)?;
+        let v = self.linear(&layer.wv, layer.bv.as_ref(), x)?;
+        if let Some(w) = &layer.q_norm {
+            q.chunks_exact_mut(hd)
+                .for_each(|h| norm::rms_norm_in_place(h, w, eps));
+        }
+        if let Some(w) = &layer.k_norm {
+            k.chunks_exact_mut(hd)
+                .for_each(|h| norm::rms_norm_in_place(h, w, eps));
+        }
+        let rope = &hp.rope[il];
+        let mut cache = vec![0f32; rope.n_dims];
+        let (wq, wk) = (hp.n_head * hd, hp.n_head_kv * hd);
+        for (t, &p) in self.positions.iter().enumerate() {
+            rope.cache(p as i32, &mut cache);
+            rope::rotate(rope, &cache, &mut q[t * wq..(t + 1) * wq], hd);
+            rope::rotate(rope, &cache, &mut k[t * wk..(t + 1) * wk], hd);
+        }
+        if let Some(s) = hp.q_scale {
+            ops::scale(&mut q, s);
+        }
+        self.cache.write(il, &self.positions, &k, &v);
+        let n_cells = self.positions.last().map_or(0, |&p| p + 1);
+        let heads = Heads {
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim: hd,
+            scale: hp.kq_scale,
+            window: hp.window[il],
+        };
+        let mut out = vec![0f32; q.len()];
+        attention::attend(
+            &self.m.threads,
+            self.kernel,
+            heads,
+            &q,
+            &self.positions,
+            self.cache.view(il, n_cells),
+            &mut out,
+        );
+        self.linear(&layer.wo, layer.bo.as_ref(), &out)
+    }
+
+    /// The gated MLP on normed input `x`.
+    pub fn mlp(&self, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
+        let up = self.linear(&layer.up, layer.up_b.as_ref(), x)?;
+        let gate = self.linear(&layer.gate, layer.gate_b.as_ref(), x)?;
+        let mut h = vec![0f32; up.len()];
+        let n_ff = layer.up.rows;
+        for ((g, u), o) in gate
+            .chunks_exact(n_ff)
+            .zip(up.chunks_exact(n_ff))
+            .zip(h.chunks_exact_mut(n_ff))
+        {
+            match glu {
+                Glu::Swiglu => act::swiglu(g, u, o),
+                Glu::Geglu => act::geglu(g, u, o),
+            }
+        }
+        self.linear(&layer.down, layer.down_b.as_ref(), &h)
+    }
+
+    /// Keeps only the rows whose logits are wanted (llama.cpp does this in the last layer,
+    /// after attention, so the last MLP and the head run on those rows only).
+    pub fn keep_out_rows(&self, x: Vec<f32>) -> Vec<f32> {
+        let width = x.len() / self.n_tokens().max(1);
+        if self.out_rows.len() == self.n_tokens() {
+            return x;
+        }
+        ops::select_rows(&x, width, self.out_rows)
+    }
+
+    /// Final norm and the output projection of the kept rows (+ bias, + soft-capping).
+    pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let m = self.m;
+        if x.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.norm(x, &m.output_norm);
+        let mut logits = self.linear(&m.output, m.output_b.as_ref(), &h)?;
+        if let Some(c) = m.hp.final_softcap {
+            for v in &mut logits {
+                *v = (*v * (1.0 / c)).tanh() * c;
+            }
+        }
+        Ok(logits)
+    }
+}

@@ -1,0 +1,444 @@
+//! Loading: hyperparameters from GGUF metadata and weights borrowed from the memory map.
+
+use std::path::{Path, PathBuf};
+
+use hearth_gguf::{GgmlType, GgufFile, keys::arch as key};
+use hearth_quant::{dequantize_row, vec_dot_type};
+
+use crate::error::{EngineError, Result};
+use crate::models::{self, Arch};
+use crate::ops::matmul::MatRef;
+use crate::ops::rope::{Rope, RopeMode};
+use crate::session::{Session, SessionOptions};
+use crate::threads::Threads;
+
+/// How to load a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Threads for the matrix products and attention; 0 = the available cores.
+    pub threads: usize,
+}
+
+/// Hyperparameters, as llama.cpp derives them from the metadata.
+#[derive(Clone, Debug)]
+pub struct Hparams {
+    pub arch: Arch,
+    pub n_vocab: usize,
+    /// `{arch}.context_length`: the longest context the model was trained for.
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// `attention.key_length` (= value length for these architectures).
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub rms_eps: f32,
+    /// Rotation of each layer (Gemma 3's sliding-window layers have their own base).
+    pub rope: Vec<Rope>,
+    /// Sliding window of each layer, if it has one.
+    pub window: Vec<Option<usize>>,
+    /// Multiplies `K·Q` in the softmax.
+    pub kq_scale: f32,
+    /// Multiplies Q after RoPE (Gemma folds its attention scale in here).
+    pub q_scale: Option<f32>,
+    /// Multiplies the token embeddings (Gemma: √n_embd).
+    pub embd_scale: Option<f32>,
+    /// `logits = c·tanh(logits/c)` when set.
+    pub final_softcap: Option<f32>,
+}
+
+/// A weight matrix in the model file: `rows` rows of `cols` elements.
+#[derive(Clone, Debug)]
+pub(crate) struct Matrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Matrix {
+    pub fn view<'a>(&self, file: &'a [u8]) -> MatRef<'a> {
+        MatRef {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            data: &file[self.start..self.start + self.len],
+        }
+    }
+}
+
+/// The weights of one block. Optional parts are the flags that tell the architectures apart.
+pub(crate) struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub bq: Option<Vec<f32>>,
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub bo: Option<Vec<f32>>,
+    /// Per-head RMS norm of Q and K (Qwen 3, Gemma 3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    /// Norms of the attention and FFN outputs before the residual adds (Gemma).
+    pub attn_post_norm: Option<Vec<f32>>,
+    pub ffn_norm: Vec<f32>,
+    pub gate: Matrix,
+    pub up: Matrix,
+    pub down: Matrix,
+    pub gate_b: Option<Vec<f32>>,
+    pub up_b: Option<Vec<f32>>,
+    pub down_b: Option<Vec<f32>>,
+    pub ffn_post_norm: Option<Vec<f32>>,
+}
+
+/// Which optional tensors an architecture requires.
+pub(crate) struct LayerSpec {
+    pub qk_norm: bool,
+    pub post_norms: bool,
+}
+
+/// A loaded model: metadata, hyperparameters and weights in the file's memory map.
+pub struct Model {
+    pub(crate) hp: Hparams,
+    pub(crate) tok_embd: Matrix,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) output: Matrix,
+    pub(crate) output_b: Option<Vec<f32>>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) threads: Threads,
+    file: GgufFile,
+    path: PathBuf,
+}
+
+impl Model {
+    /// Opens `path`, reads the hyperparameters of its architecture and maps its weights.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
+        let path = path.as_ref();
+        let file = GgufFile::open(path)?;
+        let ld = Loader { file: &file, path };
+        let arch_name = file.metadata().architecture().map_err(|e| ld.err(e))?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| {
+            ld.err(format!(
+                "unsupported architecture {arch_name:?}; hearth runs {}",
+                Arch::ALL.map(|a| a.name()).join(", ")
+            ))
+        })?;
+        let hp = models::hparams(arch, &ld)?;
+        let spec = models::layer_spec(arch);
+        let layers = (0..hp.n_layer)
+            .map(|il| ld.layer(il, &hp, &spec))
+            .collect::<Result<Vec<_>>>()?;
+        let tok_embd = ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
+        let output = match ld.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)? {
+            Some(m) => m,
+            None => tok_embd.clone(),
+        };
+        let output_norm = ld.vector("output_norm.weight", hp.n_embd)?;
+        let output_b = ld.opt_vector("output.bias", hp.n_vocab)?;
+        let threads = Threads::new(opts.threads)?;
+        let path = path.to_owned();
+        Ok(Model {
+            hp,
+            tok_embd,
+            output_norm,
+            output,
+            output_b,
+            layers,
+            threads,
+            file,
+            path,
+        })
+    }
+
+    pub fn hparams(&self) -> &Hparams {
+        &self.hp
+    }
+
+    pub fn architecture(&self) -> Arch {
+        self.hp.arch
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.hp.n_vocab
+    }
+
+    pub fn n_ctx_train(&self) -> usize {
+        self.hp.n_ctx_train
+    }
+
+    /// The GGUF file (metadata, tokenizer keys).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Threads used for a step.
+    pub fn n_threads(&self) -> usize {
+        self.threads.n()
+    }
+
+    /// A new session with its own KV cache.
+    pub fn session(&self, opts: SessionOptions) -> Result<Session<'_>> {
+        Session::new(self, opts)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.file.bytes()
+    }
+}
+
+/// Reads metadata and tensors of one file, with errors that name it.
+pub(crate) struct Loader<'a> {
+    pub file: &'a GgufFile,
+    pub path: &'a Path,
+}
+
+impl Loader<'_> {
+    pub fn err(&self, problem: impl std::fmt::Display) -> EngineError {
+        EngineError::model(self.path, problem.to_string())
+    }
+
+    pub fn u(&self, suffix: &str) -> Result<usize> {
+        self.opt_u(suffix)?
+            .ok_or_else(|| self.err(format!("missing metadata key {:?}", self.arch_key(suffix))))
+    }
+
+    pub fn opt_u(&self, suffix: &str) -> Result<Option<usize>> {
+        let v = self
+            .file
+            .metadata()
+            .opt_arch_u64(suffix)
+            .map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v as usize))
+    }
+
+    pub fn opt_f(&self, suffix: &str) -> Result<Option<f32>> {
+        self.file
+            .metadata()
+            .opt_arch_f32(suffix)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn opt_str(&self, suffix: &str) -> Result<Option<&str>> {
+        self.file
+            .metadata()
+            .opt_str(&self.arch_key(suffix))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn arch_key(&self, suffix: &str) -> String {
+        self.file
+            .metadata()
+            .arch_key(suffix)
+            .unwrap_or_else(|_| suffix.into())
+    }
+
+    /// The hyperparameters every architecture here shares, read as `llama_model::load_hparams`
+    /// does: defaults for the optional keys, RoPE with its scaling.
+    pub fn common(&self, arch: Arch, rope_mode: RopeMode) -> Result<Hparams> {
+        let n_embd = self.u(key::EMBEDDING_LENGTH)?;
+        let n_layer = self.u(key::BLOCK_COUNT)?;
+        let n_head = self.u(key::HEAD_COUNT)?;
+        let n_head_kv = self.opt_u(key::HEAD_COUNT_KV)?.unwrap_or(n_head);
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(self.err(format!(
+                "{n_head} query heads cannot share {n_head_kv} key/value heads"
+            )));
+        }
+        let head_dim = self.opt_u(key::KEY_LENGTH)?.unwrap_or(n_embd / n_head);
+        let head_dim_v = self.opt_u(key::VALUE_LENGTH)?.unwrap_or(n_embd / n_head);
+        if head_dim != head_dim_v {
+            return Err(self.err(format!(
+                "key length {head_dim} differs from value length {head_dim_v}; not supported"
+            )));
+        }
+        let n_rot = self.opt_u(key::ROPE_DIMENSION_COUNT)?.unwrap_or(head_dim);
+        if n_rot != head_dim {
+            return Err(self.err(format!(
+                "rope.dimension_count {n_rot} differs from the head size {head_dim}"
+            )));
+        }
+        let rms_eps = self.opt_f(key::RMS_EPS)?.ok_or_else(|| {
+            self.err(format!(
+                "missing metadata key {:?}",
+                self.arch_key(key::RMS_EPS)
+            ))
+        })?;
+        let n_ctx_train = self.u(key::CONTEXT_LENGTH)?;
+        let n_ff = self.u(key::FEED_FORWARD_LENGTH)?;
+        let emb = self.tensor_dims("token_embd.weight")?;
+        let n_vocab = emb.get(1).copied().unwrap_or(0) as usize;
+        let freq_base = self.opt_f(key::ROPE_FREQ_BASE)?.unwrap_or(10000.0);
+        let rope = self.rope(rope_mode, head_dim, freq_base, n_ctx_train)?;
+        Ok(Hparams {
+            arch,
+            n_vocab,
+            n_ctx_train,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            rms_eps,
+            rope: vec![rope; n_layer],
+            window: vec![None; n_layer],
+            kq_scale: 1.0 / (head_dim as f32).sqrt(),
+            q_scale: None,
+            embd_scale: None,
+            final_softcap: None,
+        })
+    }
+
+    /// RoPE with the model's scaling (`rope.scaling.*`), as `llama_context` sets it up.
+    pub fn rope(
+        &self,
+        mode: RopeMode,
+        n_dims: usize,
+        freq_base: f32,
+        n_ctx_train: usize,
+    ) -> Result<Rope> {
+        let mut rope = Rope::new(mode, n_dims, freq_base);
+        let scaling = self.opt_str(key::ROPE_SCALING_TYPE)?.unwrap_or("linear");
+        let factor = self.opt_f(key::ROPE_SCALING_FACTOR)?.unwrap_or(0.0);
+        let attn_factor = self.opt_f("rope.scaling.attn_factor")?.unwrap_or(1.0);
+        let n_ctx_orig = self
+            .opt_u(key::ROPE_SCALING_ORIG_CTX)?
+            .unwrap_or(n_ctx_train);
+        rope.freq_scale = if factor == 0.0 { 1.0 } else { 1.0 / factor };
+        match scaling {
+            "none" => rope.freq_scale = 1.0,
+            "linear" => {}
+            "yarn" => {
+                if self.opt_f("rope.scaling.yarn_log_multiplier")?.is_some() {
+                    return Err(
+                        self.err("YaRN with rope.scaling.yarn_log_multiplier is not supported yet")
+                    );
+                }
+                rope.ext_factor = 1.0;
+                let factor = 1.0 / rope.freq_scale;
+                let mscale = if factor <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * factor.ln() + 1.0
+                };
+                rope.attn_factor = mscale * (1.0 / (1.0 + 0.1 * factor.ln()));
+                rope = rope.with_yarn(n_ctx_orig as u32, 32.0, 1.0);
+            }
+            other => {
+                return Err(self.err(format!(
+                    "rope scaling {other:?} is not supported (hearth handles none, linear, yarn)"
+                )));
+            }
+        }
+        rope.attn_factor *= attn_factor;
+        Ok(rope)
+    }
+
+    fn tensor_dims(&self, name: &str) -> Result<Vec<u64>> {
+        self.file
+            .tensor(name)
+            .map(|t| t.dims.clone())
+            .ok_or_else(|| self.err(format!("tensor {name:?} is missing")))
+    }
+
+    /// A 2-D weight `[cols, rows]` (ggml order) of a type the dot products support.
+    pub fn matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Matrix> {
+        self.opt_matrix(name, cols, rows)?
+            .ok_or_else(|| self.err(format!("tensor {name:?} is missing")))
+    }
+
+    pub fn opt_matrix(&self, name: &str, cols: usize, rows: usize) -> Result<Option<Matrix>> {
+        let Some(t) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let want = [cols as u64, rows as u64];
+        let dims: Vec<u64> = t.dims.clone();
+        let matches = dims.len() >= 2 && dims[..2] == want && dims[2..].iter().all(|&d| d == 1);
+        if !matches {
+            return Err(self.err(format!(
+                "tensor {name:?} has shape {dims:?}, expected {want:?}"
+            )));
+        }
+        vec_dot_type(t.ty).map_err(|_| {
+            self.err(format!(
+                "tensor {name:?} is {}, which hearth cannot multiply; re-quantize the model \
+                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS)",
+                t.ty
+            ))
+        })?;
+        let start = (self.file.data_offset + t.offset) as usize;
+        Ok(Some(Matrix {
+            ty: t.ty,
+            rows,
+            cols,
+            start,
+            len: t.n_bytes as usize,
+        }))
+    }
+
+    /// A 1-D tensor of `len` elements, decoded to f32 (norm weights, biases, RoPE factors).
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        self.opt_vector(name, len)?
+            .ok_or_else(|| self.err(format!("tensor {name:?} is missing")))
+    }
+
+    pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
+        let Some(t) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        if t.n_elements != len as u64 || t.row_len() != len as u64 {
+            return Err(self.err(format!(
+                "tensor {name:?} has shape {:?}, expected [{len}]",
+                t.dims
+            )));
+        }
+        let mut out = vec![0f32; len];
+        dequantize_row(t.ty, self.file.tensor_data(t), &mut out)
+            .map_err(|e| self.err(format!("tensor {name:?}: {e}")))?;
+        Ok(Some(out))
+    }
+
+    /// Block `il`'s weights; `spec` says which optional parts the architecture requires.
+    pub fn layer(&self, il: usize, hp: &Hparams, spec: &LayerSpec) -> Result<Layer> {
+        let n = |s: &str| format!("blk.{il}.{s}");
+        let (e, hd) = (hp.n_embd, hp.head_dim);
+        let (nq, nkv) = (hp.n_head * hd, hp.n_head_kv * hd);
+        let need = |on: bool, name: &str, len: usize| -> Result<Option<Vec<f32>>> {
+            if on {
+                self.vector(name, len).map(Some)
+            } else {
+                self.opt_vector(name, len)
+            }
+        };
+        Ok(Layer {
+            attn_norm: self.vector(&n("attn_norm.weight"), e)?,
+            wq: self.matrix(&n("attn_q.weight"), e, nq)?,
+            wk: self.matrix(&n("attn_k.weight"), e, nkv)?,
+            wv: self.matrix(&n("attn_v.weight"), e, nkv)?,
+            wo: self.matrix(&n("attn_output.weight"), nq, e)?,
+            bq: self.opt_vector(&n("attn_q.bias"), nq)?,
+            bk: self.opt_vector(&n("attn_k.bias"), nkv)?,
+            bv: self.opt_vector(&n("attn_v.bias"), nkv)?,
+            bo: self.opt_vector(&n("attn_output.bias"), e)?,
+            q_norm: need(spec.qk_norm, &n("attn_q_norm.weight"), hd)?,
+            k_norm: need(spec.qk_norm, &n("attn_k_norm.weight"), hd)?,
+            attn_post_norm: need(spec.post_norms, &n("post_attention_norm.weight"), e)?,
+            ffn_norm: self.vector(&n("ffn_norm.weight"), e)?,
+            gate: self.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+            up: self.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+            down: self.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+            gate_b: self.opt_vector(&n("ffn_gate.bias"), hp.n_ff)?,
+            up_b: self.opt_vector(&n("ffn_up.bias"), hp.n_ff)?,
+            down_b: self.opt_vector(&n("ffn_down.bias"), e)?,
+            ffn_post_norm: need(spec.post_norms, &n("post_ffw_norm.weight"), e)?,
+        })
+    }
+}

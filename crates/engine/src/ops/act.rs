@@ -1,0 +1,204 @@
+//! Element-wise functions as ggml's CPU backend computes them: its vectorized `expf`
+//! (`ggml_v_expf`, AVX-512 form) for SiLU and softmax, and GELU through a table indexed by the
+//! input rounded to half (`GGML_GELU_FP16`).
+//!
+//! ggml applies its vector kernels to whole groups of 16 floats and finishes a row with the C
+//! library's `expf`; the functions here split rows the same way.
+
+use std::sync::LazyLock;
+
+use super::f16;
+
+const LANES: usize = 16;
+
+/// `ggml_v_expf` (AVX-512), one lane: a degree-5 polynomial on the reduced argument, scaled by
+/// `2^n`; `|n| > 192` gives 0 or infinity.
+#[inline(always)]
+pub fn v_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
+    );
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010)
+        .mul_add(b, f32::from_bits(0x3d2b_9f17))
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+        )
+        .mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        // ggml's blend: zero where n <= 0, infinity elsewhere.
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
+    }
+    // `_mm512_scalef_ps(j, n)`: exact in f64, one rounding to f32 (subnormals included).
+    (j as f64 * 2f64.powi(n as i32)) as f32
+}
+
+/// `ggml_v_silu`: `x / (1 + v_expf(-x))`.
+#[inline(always)]
+pub fn v_silu(x: f32) -> f32 {
+    x / (1.0 + v_expf(0.0 - x))
+}
+
+/// `ggml_silu_f32`, the scalar tail: the C library's `expf`.
+#[inline]
+pub fn silu_scalar(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+fma_dispatch! {
+    /// `ggml_vec_swiglu_f32`: `out = silu(gate) * up`.
+    pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) => swiglu_impl
+}
+
+#[inline(always)]
+fn swiglu_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    let nv = n / LANES * LANES;
+    for i in 0..nv {
+        out[i] = v_silu(gate[i]) * up[i];
+    }
+    for i in nv..n {
+        out[i] = silu_scalar(gate[i]) * up[i];
+    }
+}
+
+/// `ggml_gelu_f32` (tanh approximation). GCC contracts `1 + a*x*x` into one FMA.
+pub fn gelu_f32(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh())
+}
+
+/// `ggml_table_gelu_f16`: GELU of every half, rounded to half.
+static GELU_F16: LazyLock<Box<[u16]>> = LazyLock::new(|| {
+    (0..=u16::MAX)
+        .map(|h| f16::to_f16(gelu_f32(f16::to_f32(h))))
+        .collect::<Vec<_>>()
+        .into_boxed_slice()
+});
+
+/// `ggml_vec_gelu_f32` with `GGML_GELU_FP16`: the table at `half(x)`, exact outside ±10.
+#[inline]
+pub fn gelu(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        f16::to_f32(GELU_F16[f16::to_f16(x) as usize])
+    }
+}
+
+/// `ggml_vec_geglu_f32`: `out = gelu(gate) * up`, GELU by the half table.
+#[inline(always)]
+pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    let table = &*GELU_F16;
+    for ((o, &x), &g) in out.iter_mut().zip(gate).zip(up) {
+        *o = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * g
+        } else {
+            f16::to_f32(table[f16::to_f16(x) as usize]) * g
+        };
+    }
+}
+
+/// `ggml_vec_soft_max_f32`: `y = exp(x - max)` (vector `expf` on groups of 16, sums of each group
+/// by `_mm512_reduce_add_ps`, accumulated in f64), returns the sum.
+#[inline(always)]
+pub fn exp_sum(x: &mut [f32], max: f32) -> f64 {
+    let n = x.len();
+    let nv = n / LANES * LANES;
+    let mut sum = 0f64;
+    for chunk in x[..nv].chunks_exact_mut(LANES) {
+        let mut v = [0f32; LANES];
+        for (vi, xi) in v.iter_mut().zip(chunk.iter_mut()) {
+            *xi = v_expf(*xi - max);
+            *vi = *xi;
+        }
+        sum += f16::reduce16(&v) as f64;
+    }
+    for xi in &mut x[nv..] {
+        let e = (*xi - max).exp();
+        sum += e as f64;
+        *xi = e;
+    }
+    sum
+}
+
+/// `ggml_vec_max_f32`.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    x.iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v_expf_is_close_to_expf() {
+        let mut x = -100.0f32;
+        while x < 88.0 {
+            let (got, want) = (v_expf(x), x.exp());
+            assert!(
+                (got - want).abs() <= 4.0 * f32::EPSILON * want.max(f32::MIN_POSITIVE),
+                "{x}: {got} vs {want}"
+            );
+            x += 0.173;
+        }
+        assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf(0.0), 1.0);
+        assert_eq!(v_expf(200.0), f32::INFINITY);
+        assert!(v_expf(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn silu_and_gelu_match_their_formulas() {
+        for i in -80..80 {
+            let x = i as f32 * 0.1;
+            let silu = x / (1.0 + (-x as f64).exp() as f32);
+            assert!((v_silu(x) - silu).abs() < 1e-5, "silu {x}");
+            let g = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / 2f64.sqrt()));
+            // The tanh approximation and the half table together stay within 2e-3 of exact GELU.
+            assert!(
+                (gelu(x) as f64 - g).abs() < 2e-3 + 1e-3 * g.abs(),
+                "gelu {x}"
+            );
+        }
+        assert_eq!(gelu(-11.0), 0.0);
+        assert_eq!(gelu(12.0), 12.0);
+    }
+
+    // Abramowitz–Stegun 7.1.26 is too coarse; use the series for the test's small range.
+    fn libm_erf(x: f64) -> f64 {
+        let mut sum = 0.0;
+        let mut term = x;
+        let mut n = 0;
+        while term.abs() > 1e-17 && n < 200 {
+            sum += term / (2 * n + 1) as f64;
+            n += 1;
+            term *= -x * x / n as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_sum_is_a_softmax_denominator() {
+        let mut x: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
+        x[5] = f32::NEG_INFINITY;
+        let m = max(&x);
+        let want: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
+        let got = exp_sum(&mut x, m);
+        assert!((got - want).abs() < 1e-5 * want);
+        assert_eq!(x[5], 0.0);
+    }
+}

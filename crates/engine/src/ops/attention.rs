@@ -1,0 +1,399 @@
+//! Causal self-attention over the f16 KV cache, with grouped/multi-query heads and an optional
+//! sliding window, in the three ways llama.cpp's CPU backend computes it:
+//!
+//! - [`Kernel::FlashVec`] — flash attention with fewer than 64 query rows (decode, short
+//!   prompts; `ggml_compute_forward_flash_attn_ext_f16_one_chunk`): Q rounded to f16, `K·Q` by
+//!   `ggml_vec_dot_f16`, online softmax with the C library's `expf`, and the weighted sum of V
+//!   accumulated **in f16**.
+//! - [`Kernel::FlashTiled`] — flash attention with 64 or more query rows (long prompts;
+//!   `ggml_compute_forward_flash_attn_ext_tiled`): f32 Q, K and V widened to f32, tiles of 64 KV
+//!   cells, softmax with ggml's vector `expf`, f32 accumulation.
+//! - [`Kernel::Standard`] — flash attention off: `KQ = K·half(Q)` and `KQV = V·half(P)` by
+//!   tinyBLAS (16 lanes), softmax in f32 with the vector `expf`.
+//!
+//! Cell `c` of the cache holds position `c`. Query `t` at position `p` sees cells `c <= p`, and
+//! with a window `w` only those with `p - c < w` (llama.cpp's `LLAMA_SWA_TYPE_STANDARD`).
+
+use super::{act, f16};
+use crate::threads::Threads;
+
+/// Flash attention on (llama.cpp's default on CPU) or off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionMode {
+    #[default]
+    Flash,
+    Standard,
+}
+
+/// The kernel llama.cpp would run for a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    FlashVec,
+    FlashTiled,
+    Standard,
+}
+
+/// Query rows from which flash attention switches to the tiled kernel (`GGML_FA_TILE_Q`).
+pub const TILE_Q: usize = 64;
+/// KV cells per tile of the tiled kernel (`GGML_FA_TILE_KV`).
+pub const TILE_KV: usize = 64;
+
+impl Kernel {
+    pub fn choose(mode: AttentionMode, n_tokens: usize) -> Kernel {
+        match mode {
+            AttentionMode::Standard => Kernel::Standard,
+            AttentionMode::Flash if n_tokens >= TILE_Q => Kernel::FlashTiled,
+            AttentionMode::Flash => Kernel::FlashVec,
+        }
+    }
+}
+
+/// Head layout and scale of one attention layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Multiplies `K·Q` before the softmax.
+    pub scale: f32,
+    /// Sliding window in positions, if this layer has one.
+    pub window: Option<usize>,
+}
+
+/// One layer's cache: `n_cells` cells of `n_head_kv * head_dim` halves each for K and for V.
+#[derive(Clone, Copy)]
+pub struct KvView<'a> {
+    pub k: &'a [u16],
+    pub v: &'a [u16],
+    pub n_cells: usize,
+}
+
+#[inline(always)]
+fn visible(pos: usize, cell: usize, window: Option<usize>) -> bool {
+    cell <= pos && window.is_none_or(|w| pos - cell < w)
+}
+
+/// `out[t][h] = attention of q[t][h]` (both `n_tok × n_head × head_dim`), for queries at
+/// `positions` whose keys and values are already in `kv`.
+pub fn attend(
+    threads: &Threads,
+    kernel: Kernel,
+    heads: Heads,
+    q: &[f32],
+    positions: &[usize],
+    kv: KvView,
+    out: &mut [f32],
+) {
+    let (n_tok, n_head, hd) = (positions.len(), heads.n_head, heads.head_dim);
+    // Head-major scratch, so that a piece of work is a run of tokens of one head.
+    let mut tmp = vec![0f32; n_head * n_tok * hd];
+    let align = if kernel == Kernel::FlashTiled {
+        TILE_Q
+    } else {
+        1
+    };
+    threads.chunks(&mut tmp, hd, align, |first, piece| {
+        let rows = piece.len() / hd;
+        let mut i = 0;
+        while i < rows {
+            let item = first + i;
+            let (h, t0) = (item / n_tok, item % n_tok);
+            // A run of the same head, at most one query tile.
+            let run = (rows - i).min(n_tok - t0).min(TILE_Q);
+            let dst = &mut piece[i * hd..(i + run) * hd];
+            let qrow = |t: usize| &q[(t * n_head + h) * hd..][..hd];
+            match kernel {
+                Kernel::FlashVec => {
+                    for r in 0..run {
+                        let t = t0 + r;
+                        flash_vec(
+                            heads,
+                            h,
+                            qrow(t),
+                            positions[t],
+                            kv,
+                            &mut dst[r * hd..][..hd],
+                        );
+                    }
+                }
+                Kernel::Standard => {
+                    for r in 0..run {
+                        let t = t0 + r;
+                        standard(
+                            heads,
+                            h,
+                            qrow(t),
+                            positions[t],
+                            kv,
+                            &mut dst[r * hd..][..hd],
+                        );
+                    }
+                }
+                Kernel::FlashTiled => {
+                    let qs: Vec<&[f32]> = (t0..t0 + run).map(qrow).collect();
+                    flash_tiled(heads, h, &qs, &positions[t0..t0 + run], kv, dst);
+                }
+            }
+            i += run;
+        }
+    });
+    for h in 0..n_head {
+        for t in 0..n_tok {
+            out[(t * n_head + h) * hd..][..hd].copy_from_slice(&tmp[(h * n_tok + t) * hd..][..hd]);
+        }
+    }
+}
+
+#[inline(always)]
+fn kv_row(cache: &[u16], heads: Heads, cell: usize, kvh: usize) -> &[u16] {
+    let hd = heads.head_dim;
+    &cache[(cell * heads.n_head_kv + kvh) * hd..][..hd]
+}
+
+#[inline(always)]
+fn kv_head(heads: Heads, h: usize) -> usize {
+    h / (heads.n_head / heads.n_head_kv)
+}
+
+fma_dispatch! {
+    fn flash_vec(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) => flash_vec_impl
+}
+
+/// Flash attention, one query row, f16 accumulator.
+#[inline(always)]
+fn flash_vec_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) {
+    let hd = heads.head_dim;
+    let kvh = kv_head(heads, h);
+    let mut q16 = vec![0u16; hd];
+    f16::convert(q, &mut q16);
+    let mut acc = vec![0u16; hd];
+    let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
+    for c in 0..kv.n_cells.min(pos + 1) {
+        if !visible(pos, c, heads.window) {
+            continue;
+        }
+        let s = f16::dot_ggml(kv_row(kv.k, heads, c, kvh), &q16) * heads.scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            f16::scale(&mut acc, ms);
+        } else {
+            vs = (s - m).exp();
+        }
+        f16::mad(&mut acc, kv_row(kv.v, heads, c, kvh), vs);
+        s_sum = s_sum.mul_add(ms, vs);
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        *o = f16::to_f32(a) * inv;
+    }
+}
+
+fma_dispatch! {
+    fn flash_tiled(heads: Heads, h: usize, qs: &[&[f32]], positions: &[usize], kv: KvView, out: &mut [f32]) => flash_tiled_impl
+}
+
+/// Flash attention for a run of query rows of one head (at most [`TILE_Q`]), f32 throughout.
+#[inline(always)]
+fn flash_tiled_impl(
+    heads: Heads,
+    h: usize,
+    qs: &[&[f32]],
+    positions: &[usize],
+    kv: KvView,
+    out: &mut [f32],
+) {
+    let hd = heads.head_dim;
+    let kvh = kv_head(heads, h);
+    let rows = qs.len();
+    let t = f16::table();
+    let mut m = vec![f32::NEG_INFINITY; rows];
+    let mut s_sum = vec![0f32; rows];
+    out.fill(0.0);
+    let mut k_t = vec![0f32; hd * TILE_KV]; // K tile transposed: [dk][cell]
+    let mut v32 = vec![0f32; TILE_KV * hd]; // V tile: [cell][dv]
+    let mut kq = [0f32; TILE_KV];
+    let last = positions.iter().copied().max().unwrap_or(0);
+    let n_cells = kv.n_cells.min(last + 1);
+    let mut ic = 0;
+    while ic < n_cells {
+        let kv_tile = TILE_KV.min(n_cells - ic);
+        let any = positions
+            .iter()
+            .any(|&p| (ic..ic + kv_tile).any(|c| visible(p, c, heads.window)));
+        if !any {
+            ic += TILE_KV;
+            continue;
+        }
+        k_t.fill(0.0);
+        v32.fill(0.0);
+        for tk in 0..kv_tile {
+            let kr = kv_row(kv.k, heads, ic + tk, kvh);
+            for (dk, &kb) in kr.iter().enumerate() {
+                k_t[dk * TILE_KV + tk] = t[kb as usize];
+            }
+            let vr = kv_row(kv.v, heads, ic + tk, kvh);
+            for (dv, &vb) in vr.iter().enumerate() {
+                v32[tk * hd + dv] = t[vb as usize];
+            }
+        }
+        for r in 0..rows {
+            let q = qs[r];
+            kq.fill(0.0);
+            for (dk, &qv) in q.iter().enumerate() {
+                let kcol = &k_t[dk * TILE_KV..][..TILE_KV];
+                for (acc, &kv_) in kq.iter_mut().zip(kcol) {
+                    *acc = kv_.mul_add(qv, *acc);
+                }
+            }
+            for (tk, x) in kq.iter_mut().enumerate() {
+                *x *= heads.scale;
+                if tk >= kv_tile || !visible(positions[r], ic + tk, heads.window) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+            let tile_max = act::max(&kq);
+            if tile_max == f32::NEG_INFINITY {
+                continue;
+            }
+            let m_new = m[r].max(tile_max);
+            let acc = &mut out[r * hd..][..hd];
+            if m_new > m[r] {
+                let ms = (m[r] - m_new).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                s_sum[r] *= ms;
+            }
+            m[r] = m_new;
+            s_sum[r] = (s_sum[r] as f64 + act::exp_sum(&mut kq, m_new)) as f32;
+            for (tk, &p) in kq.iter().enumerate() {
+                let vr = &v32[tk * hd..][..hd];
+                for (a, &v) in acc.iter_mut().zip(vr) {
+                    *a = v.mul_add(p, *a);
+                }
+            }
+        }
+        ic += TILE_KV;
+    }
+    for r in 0..rows {
+        let inv = if s_sum[r] == 0.0 { 0.0 } else { 1.0 / s_sum[r] };
+        out[r * hd..][..hd].iter_mut().for_each(|a| *a *= inv);
+    }
+}
+
+fma_dispatch! {
+    fn standard(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) => standard_impl
+}
+
+/// Attention without flash attention: scores, softmax, then the probabilities rounded to f16.
+#[inline(always)]
+fn standard_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) {
+    let hd = heads.head_dim;
+    let kvh = kv_head(heads, h);
+    let mut q16 = vec![0u16; hd];
+    f16::convert(q, &mut q16);
+    let n = kv.n_cells.min(pos + 1);
+    // llama.cpp pads the cache view to 256 cells; masked cells only matter for the grouping of
+    // the vector `expf` (16 lanes), so pad to 16.
+    let mut w = vec![f32::NEG_INFINITY; n.div_ceil(16) * 16];
+    for (c, wc) in w.iter_mut().enumerate().take(n) {
+        let kq = f16::dot_lanes16(kv_row(kv.k, heads, c, kvh), &q16);
+        let mask = if visible(pos, c, heads.window) {
+            0.0
+        } else {
+            f32::NEG_INFINITY
+        };
+        *wc = kq * heads.scale + mask;
+    }
+    let max = act::max(&w);
+    let sum = act::exp_sum(&mut w, max);
+    let inv = (1.0 / sum) as f32;
+    let p16: Vec<u16> = w[..n].iter().map(|&e| f16::to_f16(e * inv)).collect();
+    let t = f16::table();
+    for (d, o) in out.iter_mut().enumerate() {
+        let mut acc = f16::Lanes16::new();
+        for (c, &p) in p16.iter().enumerate() {
+            let v = kv.v[(c * heads.n_head_kv + kvh) * hd + d];
+            acc.add(c, t[v as usize], t[p as usize]);
+        }
+        *o = acc.sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Softmax attention in f64 on the same (already f16) keys and values.
+    fn reference(heads: Heads, q: &[f32], pos: usize, kv: KvView, h: usize) -> Vec<f64> {
+        let hd = heads.head_dim;
+        let kvh = kv_head(heads, h);
+        let mut scores = Vec::new();
+        for c in 0..=pos {
+            if !visible(pos, c, heads.window) {
+                continue;
+            }
+            let k = kv_row(kv.k, heads, c, kvh);
+            let s: f64 = (0..hd)
+                .map(|d| q[d] as f64 * f16::to_f32(k[d]) as f64)
+                .sum();
+            scores.push((c, s * heads.scale as f64));
+        }
+        let m = scores.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+        let z: f64 = scores.iter().map(|s| (s.1 - m).exp()).sum();
+        let mut out = vec![0f64; hd];
+        for &(c, s) in &scores {
+            let v = kv_row(kv.v, heads, c, kvh);
+            for d in 0..hd {
+                out[d] += (s - m).exp() / z * f16::to_f32(v[d]) as f64;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_kernel_matches_reference_with_gqa_and_window() {
+        let threads = Threads::new(2).unwrap();
+        let (n_head, n_head_kv, hd, n_tok) = (4, 2, 64, 70);
+        let noise = |i: usize, s: f32| ((i as f32 * 0.618 + s).sin() * 43758.547).fract() - 0.5;
+        let k: Vec<u16> = (0..n_tok * n_head_kv * hd)
+            .map(|i| f16::to_f16(noise(i, 1.0) * 4.0))
+            .collect();
+        let v: Vec<u16> = (0..n_tok * n_head_kv * hd)
+            .map(|i| f16::to_f16(noise(i, 2.0)))
+            .collect();
+        let q: Vec<f32> = (0..n_tok * n_head * hd)
+            .map(|i| noise(i, 3.0) * 4.0)
+            .collect();
+        let positions: Vec<usize> = (0..n_tok).collect();
+        let kv = KvView {
+            k: &k,
+            v: &v,
+            n_cells: n_tok,
+        };
+        for window in [None, Some(8)] {
+            let heads = Heads {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                scale: 0.125,
+                window,
+            };
+            for kernel in [Kernel::FlashVec, Kernel::FlashTiled, Kernel::Standard] {
+                let mut out = vec![0f32; n_tok * n_head * hd];
+                attend(&threads, kernel, heads, &q, &positions, kv, &mut out);
+                for t in [0, 1, 9, 63, 64, 69] {
+                    for h in 0..n_head {
+                        let want = reference(heads, &q[(t * n_head + h) * hd..][..hd], t, kv, h);
+                        let got = &out[(t * n_head + h) * hd..][..hd];
+                        for d in 0..hd {
+                            let err = (got[d] as f64 - want[d]).abs();
+                            assert!(err < 4e-3, "{kernel:?} {window:?} t{t} h{h} d{d}: {err}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The float order of llama.cpp's batched matrix kernels, for the weight types where it
+//! differs from `vec_dot`'s.
+//!
+//! **Repacked Q4_0 and Q4_K.** On x86 with AVX2, llama.cpp copies Q4_0 and Q4_K matrices whose row count is a multiple of 8
+//! into interleaved blocks at load (`ggml/src/ggml-cpu/repack.cpp`,
+//! `ggml_repack_get_optimal_repack_type`) and multiplies them with `ggml_gemv/gemm_q4_0_8x8_q8_0`
+//! and `ggml_gemv/gemm_q4_K_8x8_q8_K`. Those kernels sum each block's products as integers,
+//! convert the block total to float once and accumulate `total * (d_w * d_a)` with one FMA per
+//! block (for Q4_K, the mins go to a second accumulator subtracted at the end). The activation
+//! quantization is the same as for `vec_dot`; only this float order differs from the `vec_dot`
+//! kernels that `hearth-quant` reproduces, and on a model as sensitive as Gemma 3 270M that
+//! last-bit difference flips 8-bit roundings downstream. So the engine sends these matrices
+//! through the dots below, which read the plain GGUF block layout.
+//!
+//! **Tiled K-quants.** With 8 or more activation rows, llama.cpp multiplies K-quant matrices it
+//! did not repack through `ggml/src/ggml-cpu/tiled` (`ggml_compute_forward_mul_mat_tiled`). Its
+//! AVX512-VNNI microkernel sums a whole 256-element block as one integer, then adds
+//! `(f32(isum) * d_w) * d_a` to the output, block after block. Q6_K (the K-quant of Q4_K_M
+//! files besides Q4_K) is reproduced here; the other tiled types keep `vec_dot`'s order.
+//!
+//! **F16 and F32 weights** go through llamafile's tinyBLAS (AVX-512: 16 f32 lanes, lane
+//! `k % 16`, one FMA per element, `_mm512_reduce_add_ps` at the end) for any batch size.
+
+use hearth_quant::{GgmlType, f16_to_f32};
+
+/// Which float order a matrix product follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// `hearth_quant::vec_dot` (ggml's `vec_dot` kernels).
+    VecDot,
+    /// The repacked kernels (Q4_0, Q4_K): GEMM for the activation rows in whole groups of 4,
+    /// GEMV for the rest.
+    Repacked,
+    /// The tiled K-quant GEMM (Q6_K, 8+ rows).
+    Tiled,
+    /// llamafile's tinyBLAS (F16, F32).
+    TinyBlas,
+}
+
+/// Activation rows from which llama.cpp takes the tiled path (`ggml_tiled_min_batch`).
+pub const TILED_MIN_ROWS: usize = 8;
+
+impl Order {
+    /// The order llama.cpp's x86 build uses for a `rows × cols` matrix of `ty` times `n_tok`
+    /// activation rows.
+    pub fn choose(ty: GgmlType, rows: usize, cols: usize, n_tok: usize) -> Order {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4K if rows.is_multiple_of(8) => Order::Repacked,
+            GgmlType::Q6K if n_tok >= TILED_MIN_ROWS => Order::Tiled,
+            GgmlType::F16 | GgmlType::F32 if cols.is_multiple_of(16) => Order::TinyBlas,
+            _ => Order::VecDot,
+        }
+    }
+}
+
+const Q4_0_BYTES: usize = 18;
+const Q8_0_BYTES: usize = 34;
+const Q4_K_BYTES: usize = 144;
+const Q8_K_BYTES: usize = 292;
+
+/// Whether activation row `t` of `n_tok` goes through the repacked GEMM (rows in whole groups
+/// of 4) rather than the GEMV (`forward_mul_mat` in llama.cpp's `repack.cpp`).
+pub fn in_gemm(t: usize, n_tok: usize) -> bool {
+    t < n_tok - n_tok % 4
+}
+
+fma_dispatch! {
+    /// `out[r] = dot(order, ty, rows[r], a, gemm)` for the consecutive weight rows in `rows`.
+    pub fn dot_rows(
+        order: Order,
+        ty: GgmlType,
+        rows: &[u8],
+        a: &[u8],
+        gemm: bool,
+        out: &mut [f32],
+    ) => dot_rows_impl
+}
+
+#[inline(always)]
+fn dot_rows_impl(order: Order, ty: GgmlType, rows: &[u8], a: &[u8], gemm: bool, out: &mut [f32]) {
+    let rb = rows.len() / out.len().max(1);
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb.max(1))) {
+        *o = dot(order, ty, row, a, gemm);
+    }
+}
+
+/// A dot of one weight row with a quantized activation (`vec_dot_type` format) in `order`
+/// (`Repacked` or `Tiled`, for the types [`Order::choose`] gives them to); `gemm` says whether
+/// the row is one of a group of 4 (see [`in_gemm`]).
+#[inline(always)]
+pub fn dot(order: Order, ty: GgmlType, w: &[u8], a: &[u8], gemm: bool) -> f32 {
+    match (order, ty) {
+        (Order::Repacked, GgmlType::Q4_0) => dot_q4_0(w, a),
+        (Order::Repacked, GgmlType::Q4K) => dot_q4_k(w, a, gemm),
+        (Order::Tiled, GgmlType::Q6K) => dot_q6_k_tiled(w, a),
+        (Order::TinyBlas, GgmlType::F16) => dot_tinyblas::<2>(w, a),
+        (Order::TinyBlas, GgmlType::F32) => dot_tinyblas::<4>(w, a),
+        (order, ty) => unreachable!("no {order:?} kernel for {ty}"),
+    }
+}
+
+#[inline(always)]
+fn h(b: &[u8], i: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
+}
+
+/// `gemv_q4_b32_8x8_q8_0_lut_avx`: per 32-element block, `acc += isum * (d_w * d_a)`.
+#[inline(always)]
+fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (wb, ab) in w.chunks_exact(Q4_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        let (qs, q8) = (&wb[2..18], &ab[2..34]);
+        let mut isum = 0i32;
+        for j in 0..16 {
+            let lo = (qs[j] & 0x0f) as i32 - 8;
+            let hi = (qs[j] >> 4) as i32 - 8;
+            isum += lo * q8[j] as i8 as i32 + hi * q8[j + 16] as i8 as i32;
+        }
+        acc = (isum as f32).mul_add(h(wb, 0) * h(ab, 0), acc);
+    }
+    acc
+}
+
+/// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j`.
+#[inline(always)]
+fn scale_min(j: usize, q: &[u8]) -> (i32, i32) {
+    if j < 4 {
+        ((q[j] & 63) as i32, (q[j + 4] & 63) as i32)
+    } else {
+        (
+            ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4)) as i32,
+            ((q[j + 4] >> 4) | ((q[j] >> 6) << 4)) as i32,
+        )
+    }
+}
+
+/// `ggml_gemv_q4_K_8x8_q8_K`: per super-block, the scaled integer sum and the min correction,
+/// each accumulated with one FMA; the result is `acc - acc_min`. `ggml_gemm_q4_K_8x8_q8_K`
+/// (`gemm`) does the same per pair of sub-blocks (64 elements), four FMAs per super-block.
+#[inline(always)]
+fn dot_q4_k(w: &[u8], a: &[u8], gemm: bool) -> f32 {
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for (wb, ab) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let (d, dmin) = (h(wb, 0), h(wb, 2));
+        let scales = &wb[4..16];
+        let qs = &wb[16..144];
+        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+        let q8 = &ab[4..260];
+        let bsum = |i: usize| i16::from_le_bytes([ab[260 + 2 * i], ab[261 + 2 * i]]) as i32;
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for chunk in 0..4 {
+            let q = &qs[32 * chunk..32 * chunk + 32];
+            let (q8_lo, q8_hi) = (
+                &q8[64 * chunk..64 * chunk + 32],
+                &q8[64 * chunk + 32..64 * chunk + 64],
+            );
+            let (sc_lo, m_lo) = scale_min(2 * chunk, scales);
+            let (sc_hi, m_hi) = scale_min(2 * chunk + 1, scales);
+            let (mut lo, mut hi) = (0i32, 0i32);
+            for ((&qv, &a), &b) in q.iter().zip(q8_lo).zip(q8_hi) {
+                lo += (qv & 0x0f) as i32 * a as i8 as i32;
+                hi += (qv >> 4) as i32 * b as i8 as i32;
+            }
+            let pair = sc_lo * lo + sc_hi * hi;
+            let pair_min = m_lo * (bsum(4 * chunk) + bsum(4 * chunk + 1))
+                + m_hi * (bsum(4 * chunk + 2) + bsum(4 * chunk + 3));
+            if gemm {
+                acc = (pair as f32).mul_add(d * da, acc);
+                acc_min = (pair_min as f32).mul_add(dmin * da, acc_min);
+            } else {
+                isum += pair;
+                imin += pair_min;
+            }
+        }
+        if !gemm {
+            acc = (isum as f32).mul_add(d * da, acc);
+            acc_min = (imin as f32).mul_add(dmin * da, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// tinyBLAS on AVX-512: lane `k % 16` accumulates `w[k] * a[k]` with one FMA each, the lanes
+/// are summed by `_mm512_reduce_add_ps`. `BYTES` = 2 for F16 (both operands half), 4 for F32.
+#[inline(always)]
+fn dot_tinyblas<const BYTES: usize>(w: &[u8], a: &[u8]) -> f32 {
+    let t = super::f16::table();
+    let get = |b: &[u8], k: usize| -> f32 {
+        let j = k * BYTES;
+        if BYTES == 2 {
+            t[u16::from_le_bytes([b[j], b[j + 1]]) as usize]
+        } else {
+            f32::from_le_bytes([b[j], b[j + 1], b[j + 2], b[j + 3]])
+        }
+    };
+    let n = w.len().min(a.len()) / BYTES;
+    let mut acc = [0f32; 16];
+    let mut k = 0;
+    while k < n {
+        let l = k & 15;
+        acc[l] = get(w, k).mul_add(get(a, k), acc[l]);
+        k += 1;
+    }
+    super::f16::reduce16(&acc)
+}
+
+const Q6_K_BYTES: usize = 210;
+
+/// The tiled VNNI microkernel for Q6_K: per block, `isum = Σ_s scale_s · Σ q6·q8` exactly, then
+/// `acc += (f32(isum) · d_w) · d_a`.
+#[inline(always)]
+fn dot_q6_k_tiled(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (wb, ab) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
+        let (ql, qh, sc) = (&wb[..128], &wb[128..192], &wb[192..208]);
+        let d = h(wb, 208);
+        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
+        let q8 = &ab[4..260];
+        // Decode the 6-bit weights (minus 32) in element order, then sum per 16.
+        let mut q = [0i8; 256];
+        for half in 0..2 {
+            let (ql, qh) = (
+                &ql[64 * half..64 * half + 64],
+                &qh[32 * half..32 * half + 32],
+            );
+            let out = &mut q[128 * half..128 * half + 128];
+            for l in 0..32 {
+                out[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
+                out[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
+        let mut isum = 0i32;
+        for ((qs, q8s), &scale) in q.chunks_exact(16).zip(q8.chunks_exact(16)).zip(sc) {
+            let mut sub = 0i32;
+            for (&a, &b) in qs.iter().zip(q8s) {
+                sub += a as i32 * b as i8 as i32;
+            }
+            isum += sub * scale as i8 as i32;
+        }
+        acc = (isum as f32 * d).mul_add(da, acc);
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_quant::{Activation, quantize_matrix};
+
+    #[test]
+    fn llama_orders_stay_within_rounding_of_vec_dot() {
+        let n = 512;
+        let w: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
+        for (order, ty) in [
+            (Order::Repacked, GgmlType::Q4_0),
+            (Order::Repacked, GgmlType::Q4K),
+            (Order::Tiled, GgmlType::Q6K),
+            (Order::TinyBlas, GgmlType::F16),
+            (Order::TinyBlas, GgmlType::F32),
+        ] {
+            let wq = quantize_matrix(ty, &w, 1, n).unwrap();
+            let act = Activation::new(ty, &x).unwrap();
+            let want = act.dot(&wq).unwrap();
+            for gemm in [false, true] {
+                let got = dot(order, ty, &wq, act.as_bytes(), gemm);
+                assert!(
+                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{ty}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Matrix products with quantized weights over a batch of activation rows.
+//!
+//! As in ggml's `mul_mat`, each activation row is quantized once to the weight type's vec-dot
+//! partner (Q8_0, Q8_1, Q8_K, F16...) and every output is one `vec_dot` of a weight row with it;
+//! `hearth-quant` reproduces llama.cpp's x86 dot kernels, so the products match llama.cpp's.
+//! Weight rows are split across threads; each thread walks its rows in small blocks and dots
+//! every token against a block while it is in cache, so a prompt is one pass over the weights.
+
+use hearth_quant::{Activation, GgmlType, QuantError};
+
+use super::gemm_order::{self, Order};
+
+use crate::error::Result;
+use crate::threads::Threads;
+
+/// A weight matrix borrowed from the model file: `rows` rows of `cols` elements of `ty`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: &'a [u8],
+}
+
+impl MatRef<'_> {
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+}
+
+/// Weight rows dotted against every token while they are in cache.
+const BLOCK: usize = 16;
+
+/// `out[r] = w[r] · act` for consecutive rows, in the float order llama.cpp uses (`gemm`: the
+/// activation is one of a group of 4 for the repacked kernels).
+fn rows_dot(
+    order: Order,
+    rows: &[u8],
+    act: &Activation,
+    gemm: bool,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    if order == Order::VecDot {
+        return hearth_quant::matvec(rows, act, out);
+    }
+    gemm_order::dot_rows(order, act.weight_type(), rows, act.as_bytes(), gemm, out);
+    Ok(())
+}
+
+/// `out[t][r] = w[r] · x[t]` for the `n_tok = x.len() / w.cols` rows of `x`.
+pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Result<()> {
+    let n_tok = x.len() / w.cols;
+    debug_assert_eq!(out.len(), n_tok * w.rows);
+    if n_tok == 0 {
+        return Ok(());
+    }
+    let mut acts = Vec::with_capacity(n_tok);
+    for row in x.chunks_exact(w.cols) {
+        acts.push(Activation::new(w.ty, row)?);
+    }
+    let rb = w.row_bytes();
+    let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
+    let err = std::sync::Mutex::new(None);
+    if n_tok == 1 {
+        let act = &acts[0];
+        threads.chunks(out, 1, BLOCK, |r0, piece| {
+            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
+            if let Err(e) = rows_dot(order, bytes, act, false, piece) {
+                *err.lock().unwrap() = Some(e);
+            }
+        });
+    } else {
+        // Rows-major scratch, transposed into `out` at the end.
+        let mut out_t = vec![0f32; w.rows * n_tok];
+        threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
+            let rows = piece.len() / n_tok;
+            let mut tmp = [0f32; BLOCK];
+            let mut b0 = 0;
+            while b0 < rows {
+                let nb = BLOCK.min(rows - b0);
+                let first = r0 + b0;
+                let bytes = &w.data[first * rb..(first + nb) * rb];
+                for (t, act) in acts.iter().enumerate() {
+                    let gemm = gemm_order::in_gemm(t, n_tok);
+                    if let Err(e) = rows_dot(order, bytes, act, gemm, &mut tmp[..nb]) {
+                        *err.lock().unwrap() = Some(e);
+                        return;
+                    }
+                    for (i, &v) in tmp[..nb].iter().enumerate() {
+                        piece[(b0 + i) * n_tok + t] = v;
+                    }
+                }
+                b0 += nb;
+            }
+        });
+        for (r, col) in out_t.chunks_exact(n_tok).enumerate() {
+            for (t, &v) in col.iter().enumerate() {
+                out[t * w.rows + r] = v;
+            }
+        }
+    }
+    match err.into_inner().unwrap() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_quant::quantize_matrix;
+
+    #[test]
+    fn batched_equals_row_by_row_for_every_partner_format() {
+        let threads = Threads::new(2).unwrap();
+        let (rows, cols, n_tok) = (37, 256, 5);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
+        let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+        ] {
+            let data = quantize_matrix(ty, &w, rows, cols).unwrap();
+            let m = MatRef {
+                ty,
+                rows,
+                cols,
+                data: &data,
+            };
+            let mut out = vec![0f32; n_tok * rows];
+            matmul(&threads, m, &x, &mut out).unwrap();
+            for t in 0..n_tok {
+                let xr = &x[t * cols..(t + 1) * cols];
+                let mut one = vec![0f32; rows];
+                matmul(&threads, m, xr, &mut one).unwrap();
+                assert_eq!(&out[t * rows..(t + 1) * rows], &one[..], "{ty} token {t}");
+                // Against the dequantized row: only the activation's rounding remains.
+                let rb = data.len() / rows;
+                let mut w3 = vec![0f32; cols];
+                hearth_quant::dequantize_row(ty, &data[3 * rb..4 * rb], &mut w3).unwrap();
+                let exact: f32 = w3.iter().zip(xr).map(|(a, b)| a * b).sum();
+                assert!((one[3] - exact).abs() < 0.05 * (1.0 + exact.abs()), "{ty}");
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Logit and greedy parity with llama.cpp on the 16 dense synthetic models
+//! (gemma3, llama, qwen2, qwen3 × f16, q8_0, q4_0, q4_k_m).
+//!
+//! Each file runs with flash attention on (checked against the fixture's default references) and
+//! off (checked against its `_fa_off` references); the other pairings are printed for
+//! information. `cargo test -p hearth-engine --test parity_synthetic -- --nocapture` prints the
+//! table.
+
+mod common;
+
+use common::*;
+use hearth_engine::AttentionMode;
+
+const ARCHS: [&str; 4] = ["gemma3", "llama", "qwen2", "qwen3"];
+const TYPES: [&str; 4] = ["f16", "q8_0", "q4_0", "q4_k_m"];
+
+#[test]
+fn synthetic_models_match_llama_cpp() {
+    let dir = fixtures().join("synthetic");
+    let mut failures = Vec::new();
+    let mut table = vec![format!(
+        "{:<22} {:<5} {:<44} {:<44} {}",
+        "model",
+        "mode",
+        "logits vs fa-on ref",
+        "logits vs fa-off ref",
+        "greedy (vs fa-on | fa-off)"
+    )];
+    for arch in ARCHS {
+        for ty in TYPES {
+            let name = format!("synth-{arch}-{ty}");
+            let fixture = read_json(&dir.join(format!("{name}.json")));
+            let model = load(&dir.join(format!("{name}.gguf")));
+            for mode in [AttentionMode::Flash, AttentionMode::Standard] {
+                let (on, off) = logit_parity(&model, &fixture["logits"], mode);
+                let (g_on, g_off) = greedy_parity(&model, &fixture["greedy"], mode);
+                let tag = match mode {
+                    AttentionMode::Flash => "fa",
+                    AttentionMode::Standard => "nofa",
+                };
+                table.push(format!(
+                    "{name:<22} {tag:<5} {:<44} {:<44} {} | {}",
+                    on.summary(),
+                    off.summary(),
+                    g_on.summary(),
+                    g_off.summary()
+                ));
+                // The pairing that llama.cpp itself ran.
+                let (logits, greedy) = match mode {
+                    AttentionMode::Flash => (&on, &g_on),
+                    AttentionMode::Standard => (&off, &g_off),
+                };
+                if !logits.passes() {
+                    failures.push(format!(
+                        "{name} {tag}: logits {} {:?}",
+                        logits.summary(),
+                        logits.violation_notes
+                    ));
+                }
+                for f in &greedy.failures {
+                    failures.push(format!("{name} {tag}: greedy {f}"));
+                }
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
