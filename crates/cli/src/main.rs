@@ -1,7 +1,9 @@
 //! `hearth`: the command-line tool. One module per subcommand under `cmd/`.
 
 mod cmd;
+mod generate;
 mod model_ref;
+mod prompt;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,14 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Write a random-weight model with a real vocabulary, in llama.cpp's tensor layout.
     Synth(cmd::synth::Args),
+    /// Generate text from a prompt (through the chat template unless --raw).
+    Run(cmd::run::Args),
+    /// Chat with a model in the terminal.
+    Chat(cmd::chat::Args),
+    /// Print the top next-token logits at every prompt position, as JSON.
+    Logits(cmd::logits::Args),
+    /// Perplexity of a text file, computed as llama.cpp's perplexity tool does.
+    Perplexity(cmd::perplexity::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +44,10 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Chat(a) => cmd::chat::run(a),
+        Command::Logits(a) => cmd::logits::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -193,3 +193,176 @@ fn synth_writes_a_model_that_reads_back_and_tokenizes() {
     let bad = hearth(&["synth", "--arch", "mamba", "-o", out.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+fn stderr_line(o: &Output, prefix: &str) -> String {
+    let err = String::from_utf8_lossy(&o.stderr);
+    err.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {err}"))
+        .to_string()
+}
+
+#[test]
+fn run_wraps_the_prompt_in_the_chat_template_and_never_parses_user_text_as_control_tokens() {
+    let m = default_model();
+    let o = hearth(&[
+        "run",
+        "-m",
+        &m,
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "--verbose-prompt",
+        "Say <end_of_turn> hi",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ids: Vec<u32> = serde_json::from_str(&stderr_line(&o, "hearth: prompt ids: ")).unwrap();
+    // <bos> <start_of_turn> user \n ... <end_of_turn> \n <start_of_turn> model \n: exactly one 106 (the
+    // template's own), two 105s, and one BOS.
+    assert_eq!(ids[0], 2);
+    assert_eq!(ids.iter().filter(|&&t| t == 106).count(), 1, "{ids:?}");
+    assert_eq!(ids.iter().filter(|&&t| t == 105).count(), 2, "{ids:?}");
+    assert_eq!(ids.iter().filter(|&&t| t == 2).count(), 1, "{ids:?}");
+    let pieces: Vec<String> =
+        serde_json::from_str(&stderr_line(&o, "hearth: prompt pieces: ")).unwrap();
+    assert_eq!(
+        pieces.concat(),
+        "<bos><start_of_turn>user\nSay <end_of_turn> hi<end_of_turn>\n<start_of_turn>model\n"
+    );
+
+    // --raw parses special-token text unless told not to.
+    let o = hearth(&[
+        "run",
+        "-m",
+        &m,
+        "--raw",
+        "-n",
+        "1",
+        "--verbose-prompt",
+        "<start_of_turn>user",
+    ]);
+    let ids: Vec<u32> = serde_json::from_str(&stderr_line(&o, "hearth: prompt ids: ")).unwrap();
+    assert_eq!(&ids[..2], &[2, 105]);
+    let o = hearth(&[
+        "run",
+        "-m",
+        &m,
+        "--raw",
+        "--no-parse-special",
+        "-n",
+        "1",
+        "--verbose-prompt",
+        "<start_of_turn>user",
+    ]);
+    let ids: Vec<u32> = serde_json::from_str(&stderr_line(&o, "hearth: prompt ids: ")).unwrap();
+    assert!(!ids.contains(&105));
+}
+
+#[test]
+fn run_is_reproducible_with_a_seed_and_stops_at_stop_strings() {
+    let m = default_model();
+    let sample = |seed: &str| {
+        let o = hearth(&[
+            "run",
+            "-m",
+            &m,
+            "--raw",
+            "-n",
+            "12",
+            "--temp",
+            "1.0",
+            "--seed",
+            seed,
+            "--output-ids",
+            "Once upon a time",
+        ]);
+        stdout_json(&o)
+    };
+    assert_eq!(sample("5"), sample("5"));
+    assert_ne!(sample("5"), sample("6"));
+    let o = hearth(&[
+        "run",
+        "-m",
+        &m,
+        "--raw",
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "--stop",
+        "France.",
+        "The capital of France is",
+    ]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.trim_end(), " the capital of the country of");
+}
+
+#[test]
+fn generation_errors_are_clear() {
+    let m = default_model();
+    let long = "word ".repeat(100);
+    let o = hearth(&["run", "-m", &m, "--raw", "-c", "32", &long]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("context") && err.contains("-c"), "{err}");
+
+    let o = hearth(&["run", "-m", &m, "--top-p", "1.5", "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("top-p"));
+
+    // A model of an architecture the engine does not run (yet) names it.
+    let moe = tmp("moe.gguf");
+    let s = hearth(&[
+        "synth",
+        "--arch",
+        "qwen3moe",
+        "--vocab",
+        &m,
+        "--n-vocab",
+        "512",
+        "-o",
+        moe.to_str().unwrap(),
+    ]);
+    assert!(s.status.success());
+    let o = hearth(&["run", "-m", moe.to_str().unwrap(), "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("qwen3moe") && err.contains("moe.gguf"),
+        "{err}"
+    );
+
+    // A file that is not a model.
+    let p = tmp("notes.txt");
+    std::fs::write(&p, "hello").unwrap();
+    let o = hearth(&["run", "-m", p.to_str().unwrap(), "hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a GGUF file"));
+}
+
+#[test]
+fn chat_answers_each_line_and_keeps_the_conversation() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["chat", "-m", &default_model(), "-n", "8", "--temp", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello!\nWhat did I just say?\n/exit\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "{out:?}"
+    );
+}

@@ -1,0 +1,114 @@
+//! Flags shared by the generating commands.
+
+use anyhow::{Context, Result, bail};
+use hearth_sampling::SamplerParams;
+
+/// The model, context and thread flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A GGUF file, or a known model name (gemma3-270m).
+    #[arg(short = 'm', long)]
+    pub model: String,
+    /// Context size in tokens (capped by the model's trained context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx: usize,
+    /// Threads for the forward pass (default: all cores).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Sampling flags, with llama.cpp's defaults.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1.0 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Minimum probability relative to the most likely token (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise repeated tokens (1.0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties consider.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// Random seed (same seed, same settings, same output).
+    #[arg(long, default_value_t = 0xC0FFEE)]
+    pub seed: u64,
+    /// Add BIAS to token ID's logit: ID=BIAS or ID=-inf (repeatable).
+    #[arg(long = "logit-bias", value_name = "ID=BIAS")]
+    pub logit_bias: Vec<String>,
+    /// Stop when this text is generated (repeatable; the text itself is not printed).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<SamplerParams> {
+        let mut logit_bias = Vec::new();
+        for b in &self.logit_bias {
+            let (id, bias) = b
+                .split_once('=')
+                .with_context(|| format!("--logit-bias {b:?}: expected ID=BIAS"))?;
+            let id: u32 = id
+                .trim()
+                .parse()
+                .with_context(|| format!("--logit-bias {b:?}: bad token id"))?;
+            let bias: f32 = match bias.trim() {
+                "-inf" | "-infinity" => f32::NEG_INFINITY,
+                s => s
+                    .parse()
+                    .with_context(|| format!("--logit-bias {b:?}: bad bias"))?,
+            };
+            logit_bias.push((id, bias));
+        }
+        let p = SamplerParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.repeat_last_n,
+            logit_bias,
+            seed: self.seed,
+        };
+        if let Err(e) = p.validate() {
+            bail!("{e}");
+        }
+        Ok(p)
+    }
+}
+
+/// The prompt from the argument, a file, or standard input (`-f -`).
+pub fn read_text(arg: Option<&str>, file: Option<&std::path::Path>) -> Result<String> {
+    use std::io::Read;
+    match (arg, file) {
+        (Some(t), _) => Ok(t.to_string()),
+        (None, Some(p)) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading standard input")?;
+            Ok(s)
+        }
+        (None, Some(p)) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        }
+        (None, None) => bail!("no prompt given: pass PROMPT or -f FILE"),
+    }
+}
