@@ -45,6 +45,8 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Worker threads for generating and quantizing tensors.
     pub threads: usize,
+    /// Every matrix in the file type's own type, instead of llama-quantize's mixture.
+    pub pure: bool,
 }
 
 /// One tensor to generate: name, ggml shape, role, layer, and the normal's standard deviation
@@ -309,6 +311,7 @@ pub fn synthesize(
     let plans = plan(c, vocab.n_vocab);
     let mix = MixContext {
         file_type: opts.file_type,
+        pure: opts.pure,
         n_layer: c.n_layer,
         n_expert: c.n_expert,
         tied: c.tied,

@@ -25,10 +25,16 @@ pub enum FileType {
     Q4KM,
     Q5KM,
     Q6K,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Iq4Nl,
+    Iq4Xs,
 }
 
 impl FileType {
-    pub const ALL: [FileType; 11] = [
+    pub const ALL: [FileType; 17] = [
         FileType::F32,
         FileType::F16,
         FileType::BF16,
@@ -40,6 +46,12 @@ impl FileType {
         FileType::Q4KM,
         FileType::Q5KM,
         FileType::Q6K,
+        FileType::Q2K,
+        FileType::Q3K,
+        FileType::Q4K,
+        FileType::Q5K,
+        FileType::Iq4Nl,
+        FileType::Iq4Xs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +67,12 @@ impl FileType {
             FileType::Q4KM => "Q4_K_M",
             FileType::Q5KM => "Q5_K_M",
             FileType::Q6K => "Q6_K",
+            FileType::Q2K => "Q2_K",
+            FileType::Q3K => "Q3_K_S",
+            FileType::Q4K => "Q4_K_S",
+            FileType::Q5K => "Q5_K_S",
+            FileType::Iq4Nl => "IQ4_NL",
+            FileType::Iq4Xs => "IQ4_XS",
         }
     }
 
@@ -71,6 +89,12 @@ impl FileType {
             FileType::Q4KM => 15,
             FileType::Q5KM => 17,
             FileType::Q6K => 18,
+            FileType::Q2K => 10,
+            FileType::Q3K => 11,
+            FileType::Q4K => 14,
+            FileType::Q5K => 16,
+            FileType::Iq4Nl => 25,
+            FileType::Iq4Xs => 30,
             FileType::BF16 => 32,
         }
     }
@@ -89,6 +113,12 @@ impl FileType {
             FileType::Q4KM => GgmlType::Q4K,
             FileType::Q5KM => GgmlType::Q5K,
             FileType::Q6K => GgmlType::Q6K,
+            FileType::Q2K => GgmlType::Q2K,
+            FileType::Q3K => GgmlType::Q3K,
+            FileType::Q4K => GgmlType::Q4K,
+            FileType::Q5K => GgmlType::Q5K,
+            FileType::Iq4Nl => GgmlType::Iq4Nl,
+            FileType::Iq4Xs => GgmlType::Iq4Xs,
         }
     }
 }
@@ -133,6 +163,8 @@ pub enum Role {
 /// Model facts the rules depend on.
 pub struct MixContext {
     pub file_type: FileType,
+    /// Every matrix in the file type's own type (llama-quantize's `--pure`).
+    pub pure: bool,
     pub n_layer: usize,
     pub n_expert: usize,
     pub tied: bool,
@@ -150,6 +182,7 @@ pub fn tensor_type(ctx: &MixContext, role: Role, layer: usize, row_len: usize) -
     let ty = match role {
         Role::Vector | Role::Router => return GgmlType::F32,
         _ if !default.is_quantized() => return default,
+        _ if ctx.pure => default,
         Role::Output => output_type(default, row_len),
         Role::TokenEmbd if ctx.tied => output_type(default, row_len),
         Role::TokenEmbd => default,
@@ -204,6 +237,7 @@ mod tests {
     fn q4_k_m_matches_llama_quantize_on_the_fixture_shapes() {
         let dense = MixContext {
             file_type: FileType::Q4KM,
+            pure: false,
             n_layer: 2,
             n_expert: 0,
             tied: true,
@@ -217,6 +251,7 @@ mod tests {
 
         let moe = MixContext {
             file_type: FileType::Q4KM,
+            pure: false,
             n_layer: 2,
             n_expert: 8,
             tied: false,
@@ -232,6 +267,7 @@ mod tests {
 
         let q40 = MixContext {
             file_type: FileType::Q4_0,
+            pure: false,
             n_layer: 2,
             n_expert: 0,
             tied: true,
@@ -245,6 +281,7 @@ mod tests {
         assert_eq!(tensor_type(&q80, Role::TokenEmbd, 0, 256), GgmlType::Q8_0);
         let f16 = MixContext {
             file_type: FileType::F16,
+            pure: false,
             n_layer: 2,
             n_expert: 0,
             tied: true,
@@ -257,6 +294,7 @@ mod tests {
         // Gemma 3 270M: 640-wide rows cannot hold K-quant super-blocks.
         let ctx = MixContext {
             file_type: FileType::Q4KM,
+            pure: false,
             n_layer: 18,
             n_expert: 0,
             tied: true,

@@ -76,6 +76,7 @@ fn tiny_models_match_llama_cpp_layouts() {
             file_type: ty.parse().unwrap(),
             seed: 1,
             threads: 2,
+            pure: false,
         };
         let w = synthesize(&opts, &vocab, &|_, _| {}).unwrap();
         let mut bytes = Vec::new();
@@ -142,6 +143,7 @@ fn weights_are_deterministic_in_the_seed() {
             file_type: FileType::Q8_0,
             seed,
             threads: 2,
+            pure: false,
         };
         let mut b = Vec::new();
         synthesize(&opts, &vocab, &|_, _| {})
@@ -204,6 +206,7 @@ fn bad_configs_are_usage_errors() {
         file_type: FileType::F16,
         seed: 1,
         threads: 1,
+        pure: false,
     };
     assert!(matches!(
         synthesize(&opts, &test_vocab(300), &|_, _| {}),

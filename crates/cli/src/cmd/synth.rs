@@ -18,7 +18,7 @@ pub struct Args {
     /// tiny (256 wide, 2 layers) or 1b (the family's ~1B shape).
     #[arg(long, default_value = "tiny")]
     preset: Preset,
-    /// F16, BF16, F32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M or Q6_K.
+    /// F16, BF16, F32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S, Q4_K_S, Q5_K_S, IQ4_NL or IQ4_XS.
     #[arg(long = "type", default_value = "F16")]
     file_type: FileType,
     /// A GGUF file whose tokenizer.* keys are copied (a vocab-only file or any model).
@@ -29,6 +29,9 @@ pub struct Args {
     n_vocab: Option<usize>,
     #[arg(long, default_value_t = 20261125)]
     seed: u64,
+    /// Every matrix in the type itself (llama-quantize's --pure), e.g. `--type IQ4_XS --pure`.
+    #[arg(long)]
+    pure: bool,
     /// Override the preset's layer count.
     #[arg(long)]
     layers: Option<usize>,
@@ -68,6 +71,7 @@ pub fn run(a: Args) -> Result<()> {
         file_type: a.file_type,
         seed: a.seed,
         threads: a.threads,
+        pure: a.pure,
     };
 
     let start = Instant::now();
