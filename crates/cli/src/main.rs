@@ -36,6 +36,8 @@ enum Command {
     Logits(cmd::logits::Args),
     /// Perplexity of a text file, computed as llama.cpp's perplexity tool does.
     Perplexity(cmd::perplexity::Args),
+    /// Prefill and decode speed, time to first token and peak memory, in the manner of llama-bench.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => cmd::chat::run(a),
         Command::Logits(a) => cmd::logits::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

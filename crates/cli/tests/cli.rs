@@ -366,3 +366,111 @@ fn chat_answers_each_line_and_keeps_the_conversation() {
         "{out:?}"
     );
 }
+
+#[test]
+fn bench_prints_llama_bench_fields_with_positive_rates() {
+    let m = fixture("synthetic/synth-llama-q4_0.gguf");
+    let m = m.to_str().unwrap();
+    let args = [
+        "bench", "-m", m, "-p", "16", "-n", "4", "-r", "2", "-t", "1",
+    ];
+    let v = stdout_json(&hearth(&[&args[..], &["--json"]].concat()));
+    let rows = v.as_array().expect("a JSON array");
+    let tests: Vec<&str> = rows.iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert_eq!(tests, ["pp16", "tg4", "ttft32"]);
+    for r in rows {
+        for k in [
+            "model_filename",
+            "model_type",
+            "model_size",
+            "model_n_params",
+            "n_threads",
+            "n_prompt",
+            "n_gen",
+            "test_time",
+            "avg_ns",
+            "stddev_ns",
+            "avg_ts",
+            "stddev_ts",
+            "samples_ns",
+            "samples_ts",
+            "peak_rss_bytes",
+        ] {
+            assert!(r.get(k).is_some(), "{k} missing from {r}");
+        }
+        assert_eq!(r["n_threads"], 1);
+        assert!(r["model_size"].as_u64().unwrap() > 0);
+        assert!(r["model_n_params"].as_u64().unwrap() > 0);
+        assert!(r["avg_ns"].as_u64().unwrap() > 0);
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        assert!(r["stddev_ts"].as_f64().unwrap() >= 0.0);
+        let ts = r["samples_ts"].as_array().unwrap();
+        assert_eq!(ts.len(), 2, "one sample per repetition, warm-up left out");
+        assert_eq!(r["samples_ns"].as_array().unwrap().len(), 2);
+        assert!(ts.iter().all(|x| x.as_f64().unwrap() > 0.0));
+        let t = r["test_time"].as_str().unwrap();
+        assert!(
+            t.len() == 20 && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+        if cfg!(target_os = "linux") {
+            assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0);
+        }
+    }
+    assert_eq!(
+        (rows[0]["n_prompt"].as_u64(), rows[0]["n_gen"].as_u64()),
+        (Some(16), Some(0))
+    );
+    assert_eq!(
+        (rows[1]["n_prompt"].as_u64(), rows[1]["n_gen"].as_u64()),
+        (Some(0), Some(4))
+    );
+    assert_eq!(rows[2]["n_prompt"], 32);
+    assert!(rows[2]["ttft_ms"].as_f64().unwrap() > 0.0);
+
+    // The table: llama-bench's columns, one row per pp/tg test, then TTFT and peak memory.
+    let o = hearth(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let header = out.lines().next().unwrap();
+    for col in ["model", "size", "params", "threads", "test", "t/s"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(out.lines().any(|l| l.contains(" pp16 |")), "{out}");
+    assert!(out.lines().any(|l| l.contains(" tg4 |")), "{out}");
+    assert!(
+        out.contains("time to first token (32-token prompt"),
+        "{out}"
+    );
+    assert!(out.contains("peak resident memory"), "{out}");
+}
+
+#[test]
+fn bench_rejects_bad_arguments() {
+    let m = fixture("synthetic/synth-llama-q4_0.gguf");
+    let m = m.to_str().unwrap();
+    let o = hearth(&["bench", "-m", m, "-p", "abc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("abc"));
+
+    let o = hearth(&["bench", "-m", m, "-r", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-r 0"));
+
+    let o = hearth(&["bench", "-m", m, "-t", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("-t 0"));
+
+    let o = hearth(&["bench", "-m", m, "-p", "0", "-n", "0", "--ttft-prompt", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to measure"));
+
+    let o = hearth(&["bench", "-m", m, "-p", "100000", "-n", "0", "-r", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("context"));
+
+    let missing = tmp("no-such-model.gguf");
+    let o = hearth(&["bench", "-m", missing.to_str().unwrap(), "-r", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-model.gguf"));
+}
