@@ -70,7 +70,10 @@ impl Step<'_> {
     /// RMS norm of every row with weight `w`.
     pub fn norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; x.len()];
-        norm::rms_norm_rows(x, w, self.m.hp.rms_eps, &mut out);
+        let (n, eps) = (w.len(), self.m.hp.rms_eps);
+        self.m.threads.chunks(&mut out, n, 1, |t0, piece| {
+            norm::rms_norm_rows(&x[t0 * n..t0 * n + piece.len()], w, eps, piece);
+        });
         out
     }
 
@@ -83,22 +86,24 @@ impl Step<'_> {
         let mut q = self.linear(&layer.wq, layer.bq.as_ref(), x)?;
         let mut k = self.linear(&layer.wk, layer.bk.as_ref(), x)?;
         let v = self.linear(&layer.wv, layer.bv.as_ref(), x)?;
-        if let Some(w) = &layer.q_norm {
-            q.chunks_exact_mut(hd)
-                .for_each(|h| norm::rms_norm_in_place(h, w, eps));
-        }
-        if let Some(w) = &layer.k_norm {
-            k.chunks_exact_mut(hd)
-                .for_each(|h| norm::rms_norm_in_place(h, w, eps));
-        }
+        // Per token: the head norms, then RoPE (tokens split across threads).
         let rope = &hp.rope[il];
-        let mut cache = vec![0f32; rope.n_dims];
-        let (wq, wk) = (hp.n_head * hd, hp.n_head_kv * hd);
-        for (t, &p) in self.positions.iter().enumerate() {
-            rope.cache(p as i32, &mut cache);
-            rope::rotate(rope, &cache, &mut q[t * wq..(t + 1) * wq], hd);
-            rope::rotate(rope, &cache, &mut k[t * wk..(t + 1) * wk], hd);
-        }
+        let positions = &self.positions;
+        let norm_rope = |x: &mut Vec<f32>, width: usize, w: Option<&Vec<f32>>| {
+            self.m.threads.chunks(x, width, 1, |t0, piece| {
+                let mut cache = vec![0f32; rope.n_dims];
+                for (i, row) in piece.chunks_exact_mut(width).enumerate() {
+                    if let Some(w) = w {
+                        row.chunks_exact_mut(hd)
+                            .for_each(|h| norm::rms_norm_in_place(h, w, eps));
+                    }
+                    rope.cache(positions[t0 + i] as i32, &mut cache);
+                    rope::rotate(rope, &cache, row, hd);
+                }
+            });
+        };
+        norm_rope(&mut q, hp.n_head * hd, layer.q_norm.as_ref());
+        norm_rope(&mut k, hp.n_head_kv * hd, layer.k_norm.as_ref());
         if let Some(s) = hp.q_scale {
             ops::scale(&mut q, s);
         }
@@ -130,16 +135,24 @@ impl Step<'_> {
         let gate = self.linear(&layer.gate, layer.gate_b.as_ref(), x)?;
         let mut h = vec![0f32; up.len()];
         let n_ff = layer.up.rows;
-        for ((g, u), o) in gate
-            .chunks_exact(n_ff)
-            .zip(up.chunks_exact(n_ff))
-            .zip(h.chunks_exact_mut(n_ff))
-        {
-            match glu {
-                Glu::Swiglu => act::swiglu(g, u, o),
-                Glu::Geglu => act::geglu(g, u, o),
+        // Tokens split across threads (a row at a time: the same per-row function).
+        self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
+            let n = piece.len();
+            let (g, u) = (
+                &gate[t0 * n_ff..t0 * n_ff + n],
+                &up[t0 * n_ff..t0 * n_ff + n],
+            );
+            for ((g, u), o) in g
+                .chunks_exact(n_ff)
+                .zip(u.chunks_exact(n_ff))
+                .zip(piece.chunks_exact_mut(n_ff))
+            {
+                match glu {
+                    Glu::Swiglu => act::swiglu(g, u, o),
+                    Glu::Geglu => act::geglu(g, u, o),
+                }
             }
-        }
+        });
         self.linear(&layer.down, layer.down_b.as_ref(), &h)
     }
 

@@ -1,34 +1,84 @@
 //! Where parallel work is dispatched. Every parallel loop of the engine goes through
-//! [`Threads::chunks`], so the pool behind it (a rayon pool for now) can be swapped for a
-//! spin-waiting one without touching the math.
+//! [`Threads::chunks`].
+//!
+//! The pool is small and spin-waiting, as llama.cpp's is: a forward pass is hundreds of short
+//! parallel operations, and waking sleeping threads (or a work-stealing pool's injection and
+//! latch) for each costs more than the smallest of them. `n - 1` workers spin for a while on an
+//! epoch counter after each job, then park; the calling thread takes pieces too, and returns
+//! once every worker has checked in (so the job, which lives on the caller's stack, is never
+//! touched after `chunks` returns). A second caller arriving while a job runs (another session
+//! on another thread, or a nested call) runs its loop inline.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
 
+/// How long an idle worker spins before parking.
+const SPIN: Duration = Duration::from_micros(300);
+
+/// One parallel loop: `run(i)` for every piece index `i < n_pieces`.
+struct Job<'a> {
+    run: &'a (dyn Fn(usize) + Sync),
+    n_pieces: usize,
+}
+
+struct Shared {
+    /// Bumped for every job (and at shutdown).
+    epoch: AtomicUsize,
+    /// The current job (a `Job` on the caller's stack, valid until every worker checked in).
+    job: AtomicPtr<Job<'static>>,
+    /// Next piece to claim.
+    next: AtomicUsize,
+    /// Workers done with the current epoch.
+    done: AtomicUsize,
+    /// A piece panicked on a worker.
+    panicked: AtomicBool,
+    stop: AtomicBool,
+}
+
 pub struct Threads {
-    pool: Option<rayon::ThreadPool>,
     n: usize,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Held by the caller whose job is running.
+    busy: Mutex<()>,
 }
 
 impl Threads {
-    /// A pool of `n` threads (`0` = the available cores); one thread runs inline.
+    /// A pool of `n` threads (`0` = the available cores), the caller being one of them.
     pub fn new(n: usize) -> Result<Threads> {
         let n = if n == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             n
         };
-        let pool = if n > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("hearth-{i}"))
-                    .build()
-                    .map_err(|e| EngineError::ThreadPool(e.to_string()))?,
-            )
-        } else {
-            None
-        };
-        Ok(Threads { pool, n })
+        let shared = Arc::new(Shared {
+            epoch: AtomicUsize::new(0),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let mut workers = Vec::new();
+        for i in 1..n {
+            let s = Arc::clone(&shared);
+            let w = std::thread::Builder::new()
+                .name(format!("hearth-{i}"))
+                .spawn(move || worker(&s))
+                .map_err(|e| EngineError::ThreadPool(e.to_string()))?;
+            workers.push(w);
+        }
+        Ok(Threads {
+            n,
+            shared,
+            workers,
+            busy: Mutex::new(()),
+        })
     }
 
     pub fn n(&self) -> usize {
@@ -49,19 +99,172 @@ impl Threads {
         if n_items == 0 {
             return;
         }
-        let pool = match &self.pool {
-            Some(p) if n_items > align => p,
-            _ => return f(0, out),
+        if self.workers.is_empty() || n_items <= align {
+            return f(0, out);
+        }
+        let Ok(_guard) = self.busy.try_lock() else {
+            return f(0, out);
         };
         // A few pieces per thread so that uneven pieces even out.
-        let pieces = self.n * 4;
         let align = align.max(1);
-        let per = n_items.div_ceil(pieces).div_ceil(align) * align;
-        pool.install(|| {
-            use rayon::prelude::*;
-            out.par_chunks_mut(per * unit)
-                .enumerate()
-                .for_each(|(i, piece)| f(i * per, piece));
-        });
+        let per = n_items.div_ceil(self.n * 8).div_ceil(align) * align;
+        let n_pieces = n_items.div_ceil(per);
+        let len = out.len();
+        let base = SendPtr(out.as_mut_ptr());
+        let run = |i: usize| {
+            let start = i * per * unit;
+            let end = (start + per * unit).min(len);
+            let base = &base;
+            // SAFETY: piece `i` is claimed exactly once (an atomic counter hands out indices),
+            // pieces are disjoint and inside `out`, which stays borrowed until every worker
+            // has checked in.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
+            f(i * per, piece);
+        };
+        self.run(&run, n_pieces);
+    }
+
+    fn run(&self, run: &(dyn Fn(usize) + Sync), n_pieces: usize) {
+        let s = &*self.shared;
+        let job = Job { run, n_pieces };
+        s.next.store(0, Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        s.panicked.store(false, Ordering::Relaxed);
+        // The pointer is only read by workers until they check in below.
+        s.job
+            .store((&job as *const Job).cast_mut().cast(), Ordering::Relaxed);
+        s.epoch.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        let mine = catch_unwind(AssertUnwindSafe(|| take_pieces(&job, s)));
+        let mut spins = 0u32;
+        while s.done.load(Ordering::Acquire) < self.workers.len() {
+            spins += 1;
+            if spins < 1 << 16 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        s.job.store(std::ptr::null_mut(), Ordering::Relaxed);
+        if let Err(p) = mine {
+            resume_unwind(p);
+        }
+        if s.panicked.load(Ordering::Relaxed) {
+            panic!("a worker thread panicked in a parallel loop");
+        }
+    }
+}
+
+struct SendPtr<T>(*mut T);
+// SAFETY: used only to hand disjoint pieces of a `&mut [T]` (T: Send) to the pool's threads.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+fn take_pieces(job: &Job, s: &Shared) {
+    loop {
+        let i = s.next.fetch_add(1, Ordering::Relaxed);
+        if i >= job.n_pieces {
+            return;
+        }
+        (job.run)(i);
+    }
+}
+
+fn worker(s: &Shared) {
+    let mut seen = 0usize;
+    loop {
+        let t0 = Instant::now();
+        let mut spins = 0u32;
+        let epoch = loop {
+            let e = s.epoch.load(Ordering::Acquire);
+            if e != seen {
+                break e;
+            }
+            spins += 1;
+            if spins.is_multiple_of(256) && t0.elapsed() > SPIN {
+                std::thread::park_timeout(Duration::from_millis(10));
+            } else {
+                std::hint::spin_loop();
+            }
+        };
+        seen = epoch;
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let ptr = s.job.load(Ordering::Relaxed);
+        if !ptr.is_null() {
+            // SAFETY: the caller keeps the job alive until this worker increments `done`.
+            let job = unsafe { &*ptr };
+            if catch_unwind(AssertUnwindSafe(|| take_pieces(job, s))).is_err() {
+                s.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        s.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.epoch.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_once_in_many_small_jobs() {
+        let t = Threads::new(3).unwrap();
+        for round in 0..2000 {
+            let n = 1 + round % 97;
+            let mut v = vec![0usize; n * 3];
+            t.chunks(&mut v, 3, 1 + round % 4, |first, piece| {
+                for (i, x) in piece.iter_mut().enumerate() {
+                    *x += first * 3 + i + 1;
+                }
+            });
+            assert!(
+                v.iter().enumerate().all(|(i, &x)| x == i + 1),
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn nested_and_concurrent_calls_run() {
+        let t = Arc::new(Threads::new(2).unwrap());
+        let mut hs = Vec::new();
+        for _ in 0..3 {
+            let t = Arc::clone(&t);
+            hs.push(std::thread::spawn(move || {
+                for _ in 0..200 {
+                    let mut v = vec![0u32; 64];
+                    t.chunks(&mut v, 1, 1, |first, piece| {
+                        let mut inner = vec![0u32; piece.len()];
+                        t.chunks(&mut inner, 1, 1, |f2, p2| {
+                            p2.iter_mut()
+                                .enumerate()
+                                .for_each(|(i, x)| *x = (f2 + i) as u32);
+                        });
+                        for (i, x) in piece.iter_mut().enumerate() {
+                            *x = (first + i) as u32 + inner[i] - i as u32;
+                        }
+                    });
+                    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+                }
+            }));
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
     }
 }

@@ -36,6 +36,8 @@
 
 mod common;
 mod formats;
+pub mod gemm;
+pub mod gemm_k;
 mod isa;
 mod kquant;
 #[cfg(target_arch = "x86_64")]

@@ -92,6 +92,7 @@ pub fn attend(
     } else {
         1
     };
+    let f32kv = (kernel == Kernel::FlashTiled).then(|| F32Kv::new(threads, heads, positions, kv));
     threads.chunks(&mut tmp, hd, align, |first, piece| {
         let rows = piece.len() / hd;
         let mut i = 0;
@@ -131,7 +132,8 @@ pub fn attend(
                 }
                 Kernel::FlashTiled => {
                     let qs: Vec<&[f32]> = (t0..t0 + run).map(qrow).collect();
-                    flash_tiled(heads, h, &qs, &positions[t0..t0 + run], kv, dst);
+                    let f32kv = f32kv.as_ref().expect("converted above");
+                    flash_tiled(heads, h, &qs, &positions[t0..t0 + run], f32kv, dst);
                 }
             }
             i += run;
@@ -141,6 +143,66 @@ pub fn attend(
         for t in 0..n_tok {
             out[(t * n_head + h) * hd..][..hd].copy_from_slice(&tmp[(h * n_tok + t) * hd..][..hd]);
         }
+    }
+}
+
+/// One layer's K and V converted to f32 once for every head and query tile of a batch: K as
+/// transposed tiles (`[kv head][tile][dk][cell in tile]`), V as rows (`[kv head][cell][dv]`),
+/// cells past the last position zero (what the tiled kernel pads a partial tile with).
+struct F32Kv {
+    kt: Vec<f32>,
+    v: Vec<f32>,
+    n_cells: usize,
+    n_tiles: usize,
+}
+
+impl F32Kv {
+    fn new(threads: &Threads, heads: Heads, positions: &[usize], kv: KvView) -> F32Kv {
+        let hd = heads.head_dim;
+        let last = positions.iter().copied().max().unwrap_or(0);
+        let n_cells = kv.n_cells.min(last + 1);
+        let n_tiles = n_cells.div_ceil(TILE_KV);
+        let t = f16::table();
+        let tile = hd * TILE_KV;
+        let mut kt = vec![0f32; heads.n_head_kv * n_tiles * tile];
+        let mut v = vec![0f32; heads.n_head_kv * n_tiles * tile];
+        threads.chunks(&mut kt, tile, 1, |first, piece| {
+            for (i, dst) in piece.chunks_exact_mut(tile).enumerate() {
+                let (kvh, ti) = ((first + i) / n_tiles, (first + i) % n_tiles);
+                let c0 = ti * TILE_KV;
+                for tk in 0..TILE_KV.min(n_cells - c0) {
+                    let kr = kv_row(kv.k, heads, c0 + tk, kvh);
+                    for (dk, &kb) in kr.iter().enumerate() {
+                        dst[dk * TILE_KV + tk] = t[kb as usize];
+                    }
+                }
+            }
+        });
+        threads.chunks(&mut v, tile, 1, |first, piece| {
+            for (i, dst) in piece.chunks_exact_mut(tile).enumerate() {
+                let (kvh, ti) = ((first + i) / n_tiles, (first + i) % n_tiles);
+                let c0 = ti * TILE_KV;
+                for tk in 0..TILE_KV.min(n_cells - c0) {
+                    let vr = kv_row(kv.v, heads, c0 + tk, kvh);
+                    for (d, &vb) in dst[tk * hd..(tk + 1) * hd].iter_mut().zip(vr) {
+                        *d = t[vb as usize];
+                    }
+                }
+            }
+        });
+        F32Kv {
+            kt,
+            v,
+            n_cells,
+            n_tiles,
+        }
+    }
+
+    /// Tile `ti` of kv head `kvh`: (K transposed, V rows).
+    fn tile(&self, kvh: usize, ti: usize, hd: usize) -> (&[f32], &[f32]) {
+        let n = hd * TILE_KV;
+        let at = (kvh * self.n_tiles + ti) * n;
+        (&self.kt[at..at + n], &self.v[at..at + n])
     }
 }
 
@@ -191,8 +253,37 @@ fn flash_vec_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out
     }
 }
 
-fma_dispatch! {
-    fn flash_tiled(heads: Heads, h: usize, qs: &[&[f32]], positions: &[usize], kv: KvView, out: &mut [f32]) => flash_tiled_impl
+/// Output lanes of the P·V product kept in registers at once.
+const RUN: usize = 128;
+
+/// `s[tk] = Σ_dk k_t[dk][tk] · q[dk]`, one FMA per term in `dk` order, for two query rows.
+#[inline(always)]
+fn qk_tile2(q0: &[f32], q1: &[f32], k_t: &[f32]) -> [[f32; TILE_KV]; 2] {
+    let (mut s0, mut s1) = ([0f32; TILE_KV], [0f32; TILE_KV]);
+    for ((kcol, &a), &b) in k_t.chunks_exact(TILE_KV).zip(q0).zip(q1) {
+        let kcol: &[f32; TILE_KV] = kcol.try_into().unwrap();
+        for ((x, y), &k) in s0.iter_mut().zip(s1.iter_mut()).zip(kcol) {
+            *x = k.mul_add(a, *x);
+            *y = k.mul_add(b, *y);
+        }
+    }
+    [s0, s1]
+}
+
+/// `a[j] += v[tk][d0 + j] · p[tk]` for every cell `tk` of the tile, in order.
+#[inline(always)]
+fn pv_run(mut a: [f32; RUN], v32: &[f32], hd: usize, d0: usize, p: &[f32; TILE_KV]) -> [f32; RUN] {
+    for (tk, &pt) in p.iter().enumerate() {
+        let vr: &[f32; RUN] = v32[tk * hd + d0..tk * hd + d0 + RUN].try_into().unwrap();
+        for (x, &v) in a.iter_mut().zip(vr) {
+            *x = v.mul_add(pt, *x);
+        }
+    }
+    a
+}
+
+avx512_dispatch! {
+    fn flash_tiled(heads: Heads, h: usize, qs: &[&[f32]], positions: &[usize], kv: &F32Kv, out: &mut [f32]) => flash_tiled_impl
 }
 
 /// Flash attention for a run of query rows of one head (at most [`TILE_Q`]), f32 throughout.
@@ -202,19 +293,16 @@ fn flash_tiled_impl(
     h: usize,
     qs: &[&[f32]],
     positions: &[usize],
-    kv: KvView,
+    kv: &F32Kv,
     out: &mut [f32],
 ) {
     let hd = heads.head_dim;
     let kvh = kv_head(heads, h);
     let rows = qs.len();
-    let t = f16::table();
     let mut m = vec![f32::NEG_INFINITY; rows];
     let mut s_sum = vec![0f32; rows];
+    let mut kqs = vec![[0f32; TILE_KV]; rows];
     out.fill(0.0);
-    let mut k_t = vec![0f32; hd * TILE_KV]; // K tile transposed: [dk][cell]
-    let mut v32 = vec![0f32; TILE_KV * hd]; // V tile: [cell][dv]
-    let mut kq = [0f32; TILE_KV];
     let last = positions.iter().copied().max().unwrap_or(0);
     let n_cells = kv.n_cells.min(last + 1);
     let mut ic = 0;
@@ -227,27 +315,19 @@ fn flash_tiled_impl(
             ic += TILE_KV;
             continue;
         }
-        k_t.fill(0.0);
-        v32.fill(0.0);
-        for tk in 0..kv_tile {
-            let kr = kv_row(kv.k, heads, ic + tk, kvh);
-            for (dk, &kb) in kr.iter().enumerate() {
-                k_t[dk * TILE_KV + tk] = t[kb as usize];
+        let (k_t, v32) = kv.tile(kvh, ic / TILE_KV, hd);
+        // Scores of two query rows at a time (twice the independent FMA chains).
+        let mut r = 0;
+        while r < rows {
+            let [a, b] = qk_tile2(qs[r], qs[(r + 1).min(rows - 1)], k_t);
+            kqs[r] = a;
+            if r + 1 < rows {
+                kqs[r + 1] = b;
             }
-            let vr = kv_row(kv.v, heads, ic + tk, kvh);
-            for (dv, &vb) in vr.iter().enumerate() {
-                v32[tk * hd + dv] = t[vb as usize];
-            }
+            r += 2;
         }
         for r in 0..rows {
-            let q = qs[r];
-            kq.fill(0.0);
-            for (dk, &qv) in q.iter().enumerate() {
-                let kcol = &k_t[dk * TILE_KV..][..TILE_KV];
-                for (acc, &kv_) in kq.iter_mut().zip(kcol) {
-                    *acc = kv_.mul_add(qv, *acc);
-                }
-            }
+            let mut kq = kqs[r];
             for (tk, x) in kq.iter_mut().enumerate() {
                 *x *= heads.scale;
                 if tk >= kv_tile || !visible(positions[r], ic + tk, heads.window) {
@@ -267,9 +347,17 @@ fn flash_tiled_impl(
             }
             m[r] = m_new;
             s_sum[r] = (s_sum[r] as f64 + act::exp_sum(&mut kq, m_new)) as f32;
+            // acc[dv] += v[tk][dv] · p[tk] in tk order, a register-sized run of dv at a time.
+            let mut runs = acc.chunks_exact_mut(RUN);
+            for (i, run) in (&mut runs).enumerate() {
+                let run: &mut [f32; RUN] = run.try_into().unwrap();
+                *run = pv_run(*run, v32, hd, i * RUN, &kq);
+            }
+            let d0 = hd - runs.into_remainder().len();
+            let acc_tail = &mut out[r * hd + d0..(r + 1) * hd];
             for (tk, &p) in kq.iter().enumerate() {
-                let vr = &v32[tk * hd..][..hd];
-                for (a, &v) in acc.iter_mut().zip(vr) {
+                let vr = &v32[tk * hd + d0..(tk + 1) * hd];
+                for (a, &v) in acc_tail.iter_mut().zip(vr) {
                     *a = v.mul_add(p, *a);
                 }
             }

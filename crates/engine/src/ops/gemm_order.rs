@@ -21,7 +21,7 @@
 //! **F16 and F32 weights** go through llamafile's tinyBLAS (AVX-512: 16 f32 lanes, lane
 //! `k % 16`, one FMA per element, `_mm512_reduce_add_ps` at the end) for any batch size.
 
-use hearth_quant::{GgmlType, f16_to_f32};
+use hearth_quant::{GgmlType, f16_to_f32, gemm_k};
 
 /// Which float order a matrix product follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,8 +55,15 @@ impl Order {
 
 const Q4_0_BYTES: usize = 18;
 const Q8_0_BYTES: usize = 34;
-const Q4_K_BYTES: usize = 144;
-const Q8_K_BYTES: usize = 292;
+
+/// The batched kernel of `hearth_quant::gemm_k` for an order, where there is one.
+pub fn k_order(order: Order, ty: GgmlType) -> Option<gemm_k::KOrder> {
+    match (order, ty) {
+        (Order::Repacked, GgmlType::Q4K) => Some(gemm_k::KOrder::Q4KRepacked),
+        (Order::Tiled, GgmlType::Q6K) => Some(gemm_k::KOrder::Q6KTiled),
+        _ => None,
+    }
+}
 
 /// Whether activation row `t` of `n_tok` goes through the repacked GEMM (rows in whole groups
 /// of 4) rather than the GEMV (`forward_mul_mat` in llama.cpp's `repack.cpp`).
@@ -91,8 +98,8 @@ fn dot_rows_impl(order: Order, ty: GgmlType, rows: &[u8], a: &[u8], gemm: bool, 
 pub fn dot(order: Order, ty: GgmlType, w: &[u8], a: &[u8], gemm: bool) -> f32 {
     match (order, ty) {
         (Order::Repacked, GgmlType::Q4_0) => dot_q4_0(w, a),
-        (Order::Repacked, GgmlType::Q4K) => dot_q4_k(w, a, gemm),
-        (Order::Tiled, GgmlType::Q6K) => dot_q6_k_tiled(w, a),
+        (Order::Repacked, GgmlType::Q4K) => gemm_k::dot_q4_k_repacked(w, a, gemm),
+        (Order::Tiled, GgmlType::Q6K) => gemm_k::dot_q6_k_tiled(w, a),
         (Order::TinyBlas, GgmlType::F16) => dot_tinyblas::<2>(w, a),
         (Order::TinyBlas, GgmlType::F32) => dot_tinyblas::<4>(w, a),
         (order, ty) => unreachable!("no {order:?} kernel for {ty}"),
@@ -121,65 +128,6 @@ fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
     acc
 }
 
-/// `get_scale_min_k4`: the 6-bit scale and min of sub-block `j`.
-#[inline(always)]
-fn scale_min(j: usize, q: &[u8]) -> (i32, i32) {
-    if j < 4 {
-        ((q[j] & 63) as i32, (q[j + 4] & 63) as i32)
-    } else {
-        (
-            ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4)) as i32,
-            ((q[j + 4] >> 4) | ((q[j] >> 6) << 4)) as i32,
-        )
-    }
-}
-
-/// `ggml_gemv_q4_K_8x8_q8_K`: per super-block, the scaled integer sum and the min correction,
-/// each accumulated with one FMA; the result is `acc - acc_min`. `ggml_gemm_q4_K_8x8_q8_K`
-/// (`gemm`) does the same per pair of sub-blocks (64 elements), four FMAs per super-block.
-#[inline(always)]
-fn dot_q4_k(w: &[u8], a: &[u8], gemm: bool) -> f32 {
-    let (mut acc, mut acc_min) = (0f32, 0f32);
-    for (wb, ab) in w.chunks_exact(Q4_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
-        let (d, dmin) = (h(wb, 0), h(wb, 2));
-        let scales = &wb[4..16];
-        let qs = &wb[16..144];
-        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-        let q8 = &ab[4..260];
-        let bsum = |i: usize| i16::from_le_bytes([ab[260 + 2 * i], ab[261 + 2 * i]]) as i32;
-        let (mut isum, mut imin) = (0i32, 0i32);
-        for chunk in 0..4 {
-            let q = &qs[32 * chunk..32 * chunk + 32];
-            let (q8_lo, q8_hi) = (
-                &q8[64 * chunk..64 * chunk + 32],
-                &q8[64 * chunk + 32..64 * chunk + 64],
-            );
-            let (sc_lo, m_lo) = scale_min(2 * chunk, scales);
-            let (sc_hi, m_hi) = scale_min(2 * chunk + 1, scales);
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for ((&qv, &a), &b) in q.iter().zip(q8_lo).zip(q8_hi) {
-                lo += (qv & 0x0f) as i32 * a as i8 as i32;
-                hi += (qv >> 4) as i32 * b as i8 as i32;
-            }
-            let pair = sc_lo * lo + sc_hi * hi;
-            let pair_min = m_lo * (bsum(4 * chunk) + bsum(4 * chunk + 1))
-                + m_hi * (bsum(4 * chunk + 2) + bsum(4 * chunk + 3));
-            if gemm {
-                acc = (pair as f32).mul_add(d * da, acc);
-                acc_min = (pair_min as f32).mul_add(dmin * da, acc_min);
-            } else {
-                isum += pair;
-                imin += pair_min;
-            }
-        }
-        if !gemm {
-            acc = (isum as f32).mul_add(d * da, acc);
-            acc_min = (imin as f32).mul_add(dmin * da, acc_min);
-        }
-    }
-    acc - acc_min
-}
-
 /// tinyBLAS on AVX-512: lane `k % 16` accumulates `w[k] * a[k]` with one FMA each, the lanes
 /// are summed by `_mm512_reduce_add_ps`. `BYTES` = 2 for F16 (both operands half), 4 for F32.
 #[inline(always)]
@@ -202,46 +150,6 @@ fn dot_tinyblas<const BYTES: usize>(w: &[u8], a: &[u8]) -> f32 {
         k += 1;
     }
     super::f16::reduce16(&acc)
-}
-
-const Q6_K_BYTES: usize = 210;
-
-/// The tiled VNNI microkernel for Q6_K: per block, `isum = Σ_s scale_s · Σ q6·q8` exactly, then
-/// `acc += (f32(isum) · d_w) · d_a`.
-#[inline(always)]
-fn dot_q6_k_tiled(w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = 0f32;
-    for (wb, ab) in w.chunks_exact(Q6_K_BYTES).zip(a.chunks_exact(Q8_K_BYTES)) {
-        let (ql, qh, sc) = (&wb[..128], &wb[128..192], &wb[192..208]);
-        let d = h(wb, 208);
-        let da = f32::from_le_bytes([ab[0], ab[1], ab[2], ab[3]]);
-        let q8 = &ab[4..260];
-        // Decode the 6-bit weights (minus 32) in element order, then sum per 16.
-        let mut q = [0i8; 256];
-        for half in 0..2 {
-            let (ql, qh) = (
-                &ql[64 * half..64 * half + 64],
-                &qh[32 * half..32 * half + 32],
-            );
-            let out = &mut q[128 * half..128 * half + 128];
-            for l in 0..32 {
-                out[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
-                out[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-            }
-        }
-        let mut isum = 0i32;
-        for ((qs, q8s), &scale) in q.chunks_exact(16).zip(q8.chunks_exact(16)).zip(sc) {
-            let mut sub = 0i32;
-            for (&a, &b) in qs.iter().zip(q8s) {
-                sub += a as i32 * b as i8 as i32;
-            }
-            isum += sub * scale as i8 as i32;
-        }
-        acc = (isum as f32 * d).mul_add(da, acc);
-    }
-    acc
 }
 
 #[cfg(test)]

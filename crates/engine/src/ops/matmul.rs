@@ -54,12 +54,18 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     if n_tok == 0 {
         return Ok(());
     }
+    let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
+    if n_tok > 1 && order == Order::VecDot && hearth_quant::gemm::gemm_supported(w.ty) {
+        return batched(threads, w, x, n_tok, out);
+    }
+    if let Some(k) = gemm_order::k_order(order, w.ty).filter(|_| n_tok > 1) {
+        return batched_k(threads, k, w, x, n_tok, out);
+    }
     let mut acts = Vec::with_capacity(n_tok);
     for row in x.chunks_exact(w.cols) {
         acts.push(Activation::new(w.ty, row)?);
     }
     let rb = w.row_bytes();
-    let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
     let err = std::sync::Mutex::new(None);
     if n_tok == 1 {
         let act = &acts[0];
@@ -93,16 +99,105 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
                 b0 += nb;
             }
         });
-        for (r, col) in out_t.chunks_exact(n_tok).enumerate() {
-            for (t, &v) in col.iter().enumerate() {
-                out[t * w.rows + r] = v;
-            }
-        }
+        transpose(threads, &out_t, n_tok, w.rows, out);
     }
     match err.into_inner().unwrap() {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// `out[t * rows + r] = out_t[r * n_tok + t]`, tokens split across threads, rows in tiles so
+/// the rows being read stay in cache while every token of the piece is written.
+fn transpose(threads: &Threads, out_t: &[f32], n_tok: usize, rows: usize, out: &mut [f32]) {
+    const TILE: usize = 16;
+    threads.chunks(out, rows, 4, |t0, piece| {
+        let nt = piece.len() / rows;
+        let mut r0 = 0;
+        while r0 < rows {
+            let nr = TILE.min(rows - r0);
+            for t in 0..nt {
+                let dst = &mut piece[t * rows + r0..t * rows + r0 + nr];
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = out_t[(r0 + i) * n_tok + t0 + t];
+                }
+            }
+            r0 += nr;
+        }
+    });
+}
+
+/// The rows of `x` (`cols` each) quantized for `ty` weights by `quantize_act`, back to back,
+/// tokens split across threads.
+fn quantize_rows(threads: &Threads, ty: GgmlType, x: &[f32], cols: usize) -> Result<Vec<u8>> {
+    let rb = hearth_quant::row_bytes(hearth_quant::vec_dot_type(ty)?, cols)?;
+    let n_tok = x.len() / cols;
+    let mut q = vec![0u8; rb * n_tok];
+    let err = std::sync::Mutex::new(None);
+    threads.chunks(&mut q, rb, 1, |t0, piece| {
+        let rows = &x[t0 * cols..(t0 + piece.len() / rb) * cols];
+        for (row, dst) in rows.chunks_exact(cols).zip(piece.chunks_exact_mut(rb)) {
+            if let Err(e) = hearth_quant::quantize_act(ty, row, dst) {
+                *err.lock().unwrap() = Some(e);
+            }
+        }
+    });
+    match err.into_inner().unwrap() {
+        Some(e) => Err(e.into()),
+        None => Ok(q),
+    }
+}
+
+/// Several tokens through `hearth_quant::gemm_k` (Q4_K and Q6_K in llama.cpp's batched orders).
+fn batched_k(
+    threads: &Threads,
+    k: hearth_quant::gemm_k::KOrder,
+    w: MatRef,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let acts = quantize_rows(threads, w.ty, x, w.cols)?;
+    let acts = hearth_quant::gemm_k::KActs::from_quantized(w.cols, acts)?;
+    let n_gemm = n_tok - n_tok % 4;
+    let rb = w.row_bytes();
+    let err = std::sync::Mutex::new(None);
+    let mut out_t = vec![0f32; w.rows * n_tok];
+    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
+        let rows = piece.len() / n_tok;
+        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
+        let r = hearth_quant::gemm_k::gemm_k(k, bytes, w.cols, &acts, n_gemm, piece);
+        if let Err(e) = r {
+            *err.lock().unwrap() = Some(e);
+        }
+    });
+    if let Some(e) = err.into_inner().unwrap() {
+        return Err(e.into());
+    }
+    transpose(threads, &out_t, n_tok, w.rows, out);
+    Ok(())
+}
+
+/// Several tokens through `hearth_quant::gemm` (each weight block unpacked once for all of
+/// them; bit-identical to one `vec_dot` per pair).
+fn batched(threads: &Threads, w: MatRef, x: &[f32], n_tok: usize, out: &mut [f32]) -> Result<()> {
+    let q = quantize_rows(threads, w.ty, x, w.cols)?;
+    let acts = hearth_quant::gemm::ActBatch::from_quantized(w.ty, w.cols, q)?;
+    let rb = w.row_bytes();
+    let err = std::sync::Mutex::new(None);
+    let mut out_t = vec![0f32; w.rows * n_tok];
+    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
+        let rows = piece.len() / n_tok;
+        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
+        if let Err(e) = hearth_quant::gemm::gemm(bytes, &acts, piece) {
+            *err.lock().unwrap() = Some(e);
+        }
+    });
+    if let Some(e) = err.into_inner().unwrap() {
+        return Err(e.into());
+    }
+    transpose(threads, &out_t, n_tok, w.rows, out);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -120,6 +215,7 @@ mod tests {
             GgmlType::F32,
             GgmlType::F16,
             GgmlType::Q8_0,
+            GgmlType::Q5_0,
             GgmlType::Q4_1,
             GgmlType::Q4K,
             GgmlType::Q6K,

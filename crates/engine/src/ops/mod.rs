@@ -27,6 +27,38 @@ macro_rules! fma_dispatch {
     };
 }
 
+/// `fma_dispatch!` with an AVX-512 (F/BW/VL) twin in front, for loops that vectorize 16 wide.
+/// Rust never reassociates float operations, so every twin gives identical bits.
+macro_rules! avx512_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $r:ty)? => $imp:path) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $r)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512vl")]
+                fn fast512($($a: $t),*) $(-> $r)? {
+                    $imp($($a),*)
+                }
+                if hearth_quant::active_isa() >= hearth_quant::Isa::Avx512 {
+                    // SAFETY: the active ISA level never exceeds what the CPU has.
+                    return unsafe { fast512($($a),*) };
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn fast($($a: $t),*) $(-> $r)? {
+                    $imp($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: both features were detected on this CPU.
+                    return unsafe { fast($($a),*) };
+                }
+            }
+            $imp($($a),*)
+        }
+    };
+}
+
 pub mod act;
 pub mod attention;
 pub mod f16;

@@ -46,6 +46,16 @@ pub(crate) fn quantize(x: &[f32], y: &mut [BlockQ8_0]) {
 /// llama.cpp's x86 `quantize_row_q8_0` (activations): id = 127/amax, round half to even.
 /// The reference quantizer above differs in both, which can move a quant by one.
 pub(crate) fn quantize_act(x: &[f32], y: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::active_isa() >= Isa::Avx512 {
+        // SAFETY: the active level never exceeds what the CPU has.
+        return unsafe { simd::quantize_act_avx512(x, y) };
+    }
+    quantize_act_scalar(x, y)
+}
+
+/// The plain twin of `quantize_act` (and its fallback for blocks holding NaN or infinity).
+pub(crate) fn quantize_act_scalar(x: &[f32], y: &mut [BlockQ8_0]) {
     for (xb, b) in x.chunks_exact(QK).zip(y) {
         let (d, id) = act_scale(xb);
         b.d = f32_to_f16(d).to_le_bytes();
@@ -65,7 +75,16 @@ pub(crate) fn act_scale(xb: &[f32]) -> (f32, f32) {
 /// Round half to even, then saturate to i8 (`cvtps_epi32` + `packs`).
 #[inline]
 pub(crate) fn act_round(v: f32) -> i8 {
-    v.round_ties_even().clamp(-128.0, 127.0) as i8
+    // Adding and removing 1.5·2^23 rounds to nearest even below 2^22 (what `round_ties_even`
+    // gives, without the libm call a baseline x86-64 build makes); larger values saturate
+    // whatever their rounding, and NaN stays NaN (0 after the cast).
+    const MAGIC: f32 = 12_582_912.0;
+    let r = if v.abs() < 4_194_304.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v
+    };
+    r.clamp(-128.0, 127.0) as i8
 }
 
 /// Dot of Q8_0 weights with Q8_0 activations.
@@ -95,6 +114,39 @@ mod simd {
     use super::BlockQ8_0;
     use crate::x86::*;
     use std::arch::x86_64::*;
+
+    /// `quantize_act` 32 floats at a time: the same amax, scale and round-half-even quants
+    /// (`cvtps_epi32` under the default rounding mode, then signed saturation).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+    pub(super) fn quantize_act_avx512(x: &[f32], y: &mut [BlockQ8_0]) {
+        for (xb, b) in x.chunks_exact(super::QK).zip(y.iter_mut()) {
+            // SAFETY: `xb` holds 32 floats; `b.qs` 32 writable bytes.
+            unsafe {
+                let v0 = _mm512_loadu_ps(xb.as_ptr());
+                let v1 = _mm512_loadu_ps(xb.as_ptr().add(16));
+                // `max(|v|, m)` keeps `m` where |v| is NaN, as `f32::max` does.
+                let m = _mm512_max_ps(
+                    _mm512_abs_ps(v1),
+                    _mm512_max_ps(_mm512_abs_ps(v0), _mm512_setzero_ps()),
+                );
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v0, v0)
+                    | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v1, v1);
+                let amax = _mm512_reduce_max_ps(m);
+                if nan != 0 || !amax.is_finite() {
+                    super::quantize_act_scalar(xb, std::slice::from_mut(b));
+                    continue;
+                }
+                let d = amax / 127.0;
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                b.d = crate::common::f32_to_f16(d).to_le_bytes();
+                let s = _mm512_set1_ps(id);
+                let q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, s)));
+                let q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, s)));
+                _mm_storeu_si128(b.qs.as_mut_ptr().cast(), q0);
+                _mm_storeu_si128(b.qs.as_mut_ptr().add(16).cast(), q1);
+            }
+        }
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
@@ -187,5 +239,55 @@ pub(crate) mod tests {
         let got = dot_scalar(cast(&wb), &act(&x));
         let h = crate::formats::q8_half_step(&x);
         crate::formats::assert_dot_close(got, &wd, &x, |_| h);
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    #[test]
+    fn simd_quantize_act_matches_scalar() {
+        use crate::common::cast_mut;
+        let mut x: Vec<f32> = (0..32 * 40)
+            .map(|i| ((i as f32) * 0.731).sin() * (1.0 + (i % 7) as f32 * 3.0))
+            .collect();
+        x[40..72].fill(0.0);
+        x[100] = f32::NAN;
+        x[200] = f32::INFINITY;
+        x[300] = 1e30;
+        // Exact halves after scaling: amax 127 makes id 1.
+        for (i, v) in x[320..352].iter_mut().enumerate() {
+            *v = i as f32 - 15.5;
+        }
+        x[351] = 127.0;
+        let mut want = vec![0u8; 40 * 34];
+        let mut got = vec![0u8; 40 * 34];
+        super::quantize_act_scalar(&x, cast_mut(&mut want));
+        super::quantize_act(&x, cast_mut(&mut got));
+        assert_eq!(want, got);
+    }
+
+    #[test]
+    fn act_round_is_round_half_even() {
+        for i in -300_000..300_000 {
+            let v = i as f32 * 0.001_25;
+            let want = v.round_ties_even().clamp(-128.0, 127.0) as i8;
+            assert_eq!(super::act_round(v), want, "{v}");
+        }
+        for v in [
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            1e9,
+            -1e9,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+        ] {
+            assert_eq!(
+                super::act_round(v),
+                v.round_ties_even().clamp(-128.0, 127.0) as i8
+            );
+        }
     }
 }
