@@ -38,6 +38,7 @@ mod common;
 mod formats;
 pub mod gemm;
 pub mod gemm_k;
+pub mod gemm_q4;
 mod isa;
 mod kquant;
 #[cfg(target_arch = "x86_64")]

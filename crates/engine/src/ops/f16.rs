@@ -53,6 +53,17 @@ pub fn reduce16(v: &[f32; 16]) -> f32 {
 /// reduced, and the tail added in f64. Used by flash attention for `K · Q`.
 #[inline(always)]
 pub fn dot_ggml(x: &[u16], y: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F and F16C.
+        return unsafe { simd::dot_ggml(x, y) };
+    }
+    dot_ggml_scalar(x, y)
+}
+
+/// [`dot_ggml`], one element at a time.
+#[inline(always)]
+pub fn dot_ggml_scalar(x: &[u16], y: &[u16]) -> f32 {
     let n = x.len().min(y.len());
     let np = n & !63;
     let t = table();
@@ -130,6 +141,17 @@ const FP16_STEP: usize = 128;
 /// the leftovers compute `y + x*v` in f32 (one FMA) and round to half.
 #[inline(always)]
 pub fn mad(y: &mut [u16], x: &[u16], v: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F and F16C.
+        return unsafe { simd::mad(y, x, v) };
+    }
+    mad_scalar(y, x, v)
+}
+
+/// [`mad`], one element at a time.
+#[inline(always)]
+pub fn mad_scalar(y: &mut [u16], x: &[u16], v: f32) {
     let t = table();
     let np = y.len().min(x.len()) & !(FP16_STEP - 1);
     let vh = t[to_f16(v) as usize] as f64;
@@ -145,6 +167,17 @@ pub fn mad(y: &mut [u16], x: &[u16], v: f32) {
 /// half first), f32 multiply and rounding for the leftovers.
 #[inline(always)]
 pub fn scale(y: &mut [u16], v: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F and F16C.
+        return unsafe { simd::scale(y, v) };
+    }
+    scale_scalar(y, v)
+}
+
+/// [`scale`], one element at a time.
+#[inline(always)]
+pub fn scale_scalar(y: &mut [u16], v: f32) {
     let t = table();
     let np = y.len() & !(FP16_STEP - 1);
     let vh = t[to_f16(v) as usize] as f64;
@@ -161,6 +194,139 @@ pub fn scale(y: &mut [u16], v: f32) {
 #[inline]
 fn f64_to_f16(x: f64) -> u16 {
     hearth_quant::half::f16::from_f64(x).to_bits()
+}
+
+/// AVX-512 twins of the half loops above, bit-identical: the conversions are exact, the FMAs
+/// and products are the same operations lane by lane, and the roundings to half are the ones
+/// `half` performs on a CPU with F16C (f64 → f32 to nearest, then `vcvtps2ph` to nearest).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{FP16_STEP, reduce16, table};
+    use std::arch::x86_64::*;
+
+    /// Whether the twins may run: AVX-512 allowed and F16C present (with it `half` rounds
+    /// f64 through f32, as these twins do).
+    #[inline(always)]
+    pub fn enabled() -> bool {
+        hearth_quant::active_isa() >= hearth_quant::Isa::Avx512
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+
+    const RNE: i32 = _MM_FROUND_TO_NEAREST_INT;
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    unsafe fn ld16(p: *const u16) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable halves at `p`.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    unsafe fn ld8d(p: *const u16) -> __m512d {
+        // SAFETY: the caller guarantees 8 readable halves at `p`.
+        unsafe { _mm512_cvtps_pd(_mm256_cvtph_ps(_mm_loadu_si128(p.cast()))) }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    #[inline]
+    unsafe fn st8d(p: *mut u16, v: __m512d) {
+        // SAFETY: the caller guarantees 8 writable halves at `p`.
+        unsafe { _mm_storeu_si128(p.cast(), _mm256_cvtps_ph::<RNE>(_mm512_cvtpd_ps(v))) }
+    }
+
+    /// # Safety
+    /// AVX-512 F and F16C.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn dot_ggml(x: &[u16], y: &[u16]) -> f32 {
+        let n = x.len().min(y.len());
+        let np = n & !63;
+        let (xp, yp) = (x.as_ptr(), y.as_ptr());
+        let mut s = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i < np {
+            for (j, acc) in s.iter_mut().enumerate() {
+                // SAFETY: `i + 16 * j + 16 <= np <= n`.
+                unsafe {
+                    let a = ld16(xp.add(i + 16 * j));
+                    let b = ld16(yp.add(i + 16 * j));
+                    *acc = _mm512_fmadd_ps(a, b, *acc);
+                }
+            }
+            i += 64;
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+        let t = table();
+        let mut sumf = reduce16(&lanes) as f64;
+        for k in np..n {
+            sumf += (t[x[k] as usize] * t[y[k] as usize]) as f64;
+        }
+        sumf as f32
+    }
+
+    /// # Safety
+    /// AVX-512 F and F16C.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn mad(y: &mut [u16], x: &[u16], v: f32) {
+        let n = y.len().min(x.len());
+        let np = n & !(FP16_STEP - 1);
+        let t = table();
+        let vh = _mm512_set1_pd(t[super::to_f16(v) as usize] as f64);
+        let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+        let mut i = 0;
+        while i < np {
+            // SAFETY: `i + 8 <= np <= n`.
+            unsafe {
+                let r = _mm512_fmadd_pd(ld8d(xp.add(i)), vh, ld8d(yp.add(i)));
+                st8d(yp.add(i), r);
+            }
+            i += 8;
+        }
+        let vs = _mm512_set1_ps(v);
+        while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`.
+            unsafe {
+                let r = _mm512_fmadd_ps(ld16(xp.add(i)), vs, ld16(yp.add(i)));
+                _mm256_storeu_si256(yp.add(i).cast(), _mm512_cvtps_ph::<RNE>(r));
+            }
+            i += 16;
+        }
+        for k in i..n {
+            y[k] = super::to_f16(t[x[k] as usize].mul_add(v, t[y[k] as usize]));
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 F and F16C.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn scale(y: &mut [u16], v: f32) {
+        let n = y.len();
+        let np = n & !(FP16_STEP - 1);
+        let t = table();
+        let vh = _mm512_set1_pd(t[super::to_f16(v) as usize] as f64);
+        let yp = y.as_mut_ptr();
+        let mut i = 0;
+        while i < np {
+            // SAFETY: `i + 8 <= np <= n`.
+            unsafe { st8d(yp.add(i), _mm512_mul_pd(ld8d(yp.add(i)), vh)) };
+            i += 8;
+        }
+        let vs = _mm512_set1_ps(v);
+        while i + 16 <= n {
+            // SAFETY: `i + 16 <= n`.
+            unsafe {
+                let r = _mm512_mul_ps(ld16(yp.add(i)), vs);
+                _mm256_storeu_si256(yp.add(i).cast(), _mm512_cvtps_ph::<RNE>(r));
+            }
+            i += 16;
+        }
+        for yi in y[i..].iter_mut() {
+            *yi = super::to_f16(t[*yi as usize] * v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +364,52 @@ mod tests {
                     (got as f64 - exact).abs() < 1e-4 * n as f64,
                     "{n}: {got} vs {exact}"
                 );
+            }
+        }
+    }
+
+    /// Halves of every magnitude and sign (subnormals, large values), with a few infinities.
+    fn wild(n: usize, seed: u64) -> Vec<u16> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let h = (s >> 20) as u16;
+                if h & 0x7c00 == 0x7c00 { h & 0xbfff } else { h }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn simd_twins_match_scalar_bit_for_bit() {
+        for n in [1, 15, 16, 64, 100, 128, 200, 256, 300] {
+            for seed in 0..40u64 {
+                let (x, y0) = if seed % 2 == 0 {
+                    (halves(n, seed as u32), halves(n, seed as u32 * 3 + 1))
+                } else {
+                    (wild(n, seed), wild(n, seed + 1000))
+                };
+                let d = dot_ggml(&x, &y0);
+                let ds = dot_ggml_scalar(&x, &y0);
+                assert!(d.to_bits() == ds.to_bits() || (d.is_nan() && ds.is_nan()));
+                for v in [
+                    0.3f32,
+                    -1.7,
+                    1e-3,
+                    6.5e4,
+                    3e-8,
+                    (seed as f32 * 0.77).exp() - 5.0,
+                ] {
+                    let (mut a, mut b) = (y0.clone(), y0.clone());
+                    mad(&mut a, &x, v);
+                    mad_scalar(&mut b, &x, v);
+                    assert_eq!(a, b, "mad n={n} seed={seed} v={v}");
+                    scale(&mut a, v);
+                    scale_scalar(&mut b, v);
+                    assert_eq!(a, b, "scale n={n} seed={seed} v={v}");
+                }
             }
         }
     }

@@ -58,6 +58,9 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     if n_tok > 1 && order == Order::VecDot && hearth_quant::gemm::gemm_supported(w.ty) {
         return batched(threads, w, x, n_tok, out);
     }
+    if n_tok > 1 && order == Order::Repacked && w.ty == GgmlType::Q4_0 {
+        return batched_q4_0(threads, w, x, n_tok, out);
+    }
     if let Some(k) = gemm_order::k_order(order, w.ty).filter(|_| n_tok > 1) {
         return batched_k(threads, k, w, x, n_tok, out);
     }
@@ -67,7 +70,16 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     }
     let rb = w.row_bytes();
     let err = std::sync::Mutex::new(None);
-    if n_tok == 1 {
+    if n_tok == 1 && order == Order::Repacked && w.ty == GgmlType::Q4_0 {
+        // Sixteen rows per register (`BLOCK` is a multiple of 16).
+        let act = acts[0].as_bytes();
+        threads.chunks(out, 1, BLOCK, |r0, piece| {
+            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
+            if let Err(e) = hearth_quant::gemm_q4::gemv_q4_0(bytes, act, piece) {
+                *err.lock().unwrap() = Some(e);
+            }
+        });
+    } else if n_tok == 1 {
         let act = &acts[0];
         threads.chunks(out, 1, BLOCK, |r0, piece| {
             let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
@@ -200,6 +212,34 @@ fn batched(threads: &Threads, w: MatRef, x: &[f32], n_tok: usize, out: &mut [f32
     Ok(())
 }
 
+/// Several tokens through `hearth_quant::gemm_q4` (Q4_0 in the repacked kernels' order, 16
+/// tokens per register; bit-identical to one `gemm_order::dot` per pair).
+fn batched_q4_0(
+    threads: &Threads,
+    w: MatRef,
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let q = quantize_rows(threads, w.ty, x, w.cols)?;
+    let acts = hearth_quant::gemm_q4::Q4Acts::from_quantized(w.cols, q)?;
+    let rb = w.row_bytes();
+    let err = std::sync::Mutex::new(None);
+    let mut out_t = vec![0f32; w.rows * n_tok];
+    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
+        let rows = piece.len() / n_tok;
+        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
+        if let Err(e) = hearth_quant::gemm_q4::gemm_q4_0(bytes, &acts, piece) {
+            *err.lock().unwrap() = Some(e);
+        }
+    });
+    if let Some(e) = err.into_inner().unwrap() {
+        return Err(e.into());
+    }
+    transpose(threads, &out_t, n_tok, w.rows, out);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +248,12 @@ mod tests {
     #[test]
     fn batched_equals_row_by_row_for_every_partner_format() {
         let threads = Threads::new(2).unwrap();
-        let (rows, cols, n_tok) = (37, 256, 5);
+        for (rows, n_tok) in [(37, 5), (40, 5), (40, 19)] {
+            check_batched(&threads, rows, 256, n_tok);
+        }
+    }
+
+    fn check_batched(threads: &Threads, rows: usize, cols: usize, n_tok: usize) {
         let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
         let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
         for ty in [
@@ -216,10 +261,16 @@ mod tests {
             GgmlType::F16,
             GgmlType::Q8_0,
             GgmlType::Q5_0,
+            GgmlType::Q4_0,
             GgmlType::Q4_1,
             GgmlType::Q4K,
             GgmlType::Q6K,
         ] {
+            // K-quant orders depend on the batch size (repacked GEMM/GEMV, tiled from 8 rows).
+            let batch_order = rows.is_multiple_of(8) || n_tok >= 8;
+            if batch_order && matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
+                continue;
+            }
             let data = quantize_matrix(ty, &w, rows, cols).unwrap();
             let m = MatRef {
                 ty,
@@ -228,11 +279,11 @@ mod tests {
                 data: &data,
             };
             let mut out = vec![0f32; n_tok * rows];
-            matmul(&threads, m, &x, &mut out).unwrap();
+            matmul(threads, m, &x, &mut out).unwrap();
             for t in 0..n_tok {
                 let xr = &x[t * cols..(t + 1) * cols];
                 let mut one = vec![0f32; rows];
-                matmul(&threads, m, xr, &mut one).unwrap();
+                matmul(threads, m, xr, &mut one).unwrap();
                 assert_eq!(&out[t * rows..(t + 1) * rows], &one[..], "{ty} token {t}");
                 // Against the dequantized row: only the activation's rounding remains.
                 let rb = data.len() / rows;
