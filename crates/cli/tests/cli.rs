@@ -1,51 +1,11 @@
 //! End-to-end tests of the `hearth` binary: exit codes, output formats, and the default model.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output};
 
+use common::*;
 use serde_json::Value;
-
-fn hearth(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .output()
-        .expect("running hearth")
-}
-
-fn stdout_json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "hearth failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("stdout is JSON")
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
-}
-
-/// The default model, as `scripts/fetch-model` caches it.
-fn default_model() -> String {
-    let home = std::env::var_os("HEARTH_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/hearth"));
-    let p = home.join("models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-model (scripts/test does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hearth-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
 
 #[test]
 fn inspect_lists_every_tensor_of_the_default_model_like_gguf_py() {

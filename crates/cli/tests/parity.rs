@@ -2,55 +2,10 @@
 //! against llama.cpp's references by the rules of PARITY.md (tolerances from how much llama.cpp
 //! differs from itself across its own settings).
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
+use common::{default_model, fixture, fixture_json, hearth_json};
 use serde_json::Value;
-
-fn fixture(rel: &str) -> Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel);
-    serde_json::from_str(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
-}
-
-fn fixture_path(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn default_model() -> String {
-    let home = std::env::var_os("HEARTH_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/hearth"));
-    let p = home.join("models/gemma-3-270m-q4_k_m.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-model (scripts/test does)",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
-fn hearth_json(args: &[&str]) -> Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "hearth {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("hearth {args:?}: stdout is not JSON: {e}"))
-}
 
 fn ids(v: &Value) -> Vec<u64> {
     v.as_array()
@@ -148,7 +103,7 @@ fn check_greedy(model: &str, case: &Value, n: usize, what: &str) -> bool {
 fn gemma3_270m_logits_match_llama_cpp() {
     let model = default_model();
     let (mut max, mut sum, mut n) = (0.0f64, 0.0, 0);
-    for case in fixture("gemma3-270m/logits_top10.json")["cases"]
+    for case in fixture_json("gemma3-270m/logits_top10.json")["cases"]
         .as_array()
         .unwrap()
     {
@@ -167,7 +122,7 @@ fn gemma3_270m_logits_match_llama_cpp() {
 #[test]
 fn gemma3_270m_greedy_matches_llama_cpp() {
     let model = default_model();
-    let cases = fixture("gemma3-270m/greedy.json");
+    let cases = fixture_json("gemma3-270m/greedy.json");
     let cases = cases["cases"].as_array().unwrap();
     let same = cases
         .iter()
@@ -188,8 +143,8 @@ fn synthetic_models_match_llama_cpp_through_the_cli() {
     for arch in ["gemma3", "llama", "qwen2", "qwen3"] {
         for ty in ["f16", "q8_0", "q4_0", "q4_k_m"] {
             let name = format!("synth-{arch}-{ty}");
-            let model = fixture_path(&format!("synthetic/{name}.gguf"));
-            let f = fixture(&format!("synthetic/{name}.json"));
+            let model = path_of(&format!("synthetic/{name}.gguf"));
+            let f = fixture_json(&format!("synthetic/{name}.json"));
             let (mut sum, mut n) = (0.0, 0);
             for case in f["logits"].as_array().unwrap() {
                 let (_, s, k) = check_logits(&model, case, &name);
@@ -217,7 +172,7 @@ fn synthetic_models_match_llama_cpp_through_the_cli() {
 /// against llama.cpp's running value after each chunk (the closing note has the full run).
 #[test]
 fn gemma3_270m_perplexity_matches_llama_cpp_running_values() {
-    let want = fixture("gemma3-270m/perplexity.json");
+    let want = fixture_json("gemma3-270m/perplexity.json");
     let run = want["runs"]
         .as_array()
         .unwrap()
@@ -229,7 +184,7 @@ fn gemma3_270m_perplexity_matches_llama_cpp_running_values() {
         "-m",
         &default_model(),
         "-f",
-        &fixture_path("gemma3-270m/perplexity_text.txt"),
+        &path_of("gemma3-270m/perplexity_text.txt"),
         "-c",
         "512",
         "--chunks",
@@ -248,4 +203,8 @@ fn gemma3_270m_perplexity_matches_llama_cpp_running_values() {
             i + 1
         );
     }
+}
+
+fn path_of(rel: &str) -> String {
+    fixture(rel).to_string_lossy().into_owned()
 }

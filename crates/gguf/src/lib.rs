@@ -316,14 +316,7 @@ impl GgufFile {
         &self.header.metadata
     }
 
-    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.header
-            .tensor_index
-            .get(name)
-            .map(|&i| &self.header.tensors[i])
-    }
-
-    /// Like [`GgufFile::tensor`], with an error that names the missing tensor.
+    /// Like [`Header::tensor`] (reached through `Deref`), with an error that names the missing tensor.
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo> {
         self.tensor(name)
             .ok_or_else(|| GgufError::MissingTensor(name.into()))
