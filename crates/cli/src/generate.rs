@@ -95,42 +95,25 @@ impl GenResult {
 /// of a chat) only evaluates what is new.
 pub struct Generator<'m> {
     session: Session<'m>,
-    cached: Vec<u32>,
 }
 
 impl<'m> Generator<'m> {
-    pub fn new(model: &'m Model, n_ctx: usize) -> Result<Self> {
-        let session = model.session(SessionOptions {
-            n_ctx,
-            ..SessionOptions::default()
-        })?;
-        Ok(Generator {
-            session,
-            cached: Vec::new(),
-        })
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self> {
+        let session = model.session(opts)?;
+        Ok(Generator { session })
     }
 
     pub fn n_ctx(&self) -> usize {
         self.session.n_ctx()
     }
 
-    /// Evaluates `prompt` after the longest prefix already cached; returns the last position's logits.
+    /// Evaluates `prompt` after the longest prefix already cached; returns the last position's
+    /// logits and how many tokens were evaluated.
     fn prefill(&mut self, prompt: &[u32]) -> Result<(Vec<f32>, usize)> {
-        let mut common = self
-            .cached
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // At least one token must be evaluated to have logits.
-        common = common.min(prompt.len() - 1);
-        self.session.truncate(common)?;
-        self.cached.truncate(common);
-        let out = self.session.eval(&prompt[common..], Logits::Last)?;
-        self.cached.extend_from_slice(&prompt[common..]);
+        let (out, reused) = self.session.prefill(prompt, Logits::Last)?;
         Ok((
             out.last().context("no logits")?.to_vec(),
-            prompt.len() - common,
+            prompt.len() - reused,
         ))
     }
 
@@ -198,7 +181,6 @@ impl<'m> Generator<'m> {
                 break;
             }
             let out = self.session.eval(&[t], Logits::Last)?;
-            self.cached.push(t);
             logits = out.last().context("no logits")?.to_vec();
         }
         if reason != StopReason::StopString {

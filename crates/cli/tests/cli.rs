@@ -434,3 +434,33 @@ fn bench_rejects_bad_arguments() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-model.gguf"));
 }
+
+/// `--cache-type-k/v` (`--ctk/--ctv`) and `--flash-attn` are accepted by the generating commands;
+/// a quantized V without flash attention and unknown types are clear errors.
+#[test]
+fn kv_cache_types_and_flash_attention_flags() {
+    let m = fixture("synthetic/synth-llama-q8_0.gguf");
+    let m = m.to_str().unwrap();
+    for (k, v) in [("q8_0", "q8_0"), ("q4_0", "f16"), ("f16", "q4_0")] {
+        let o = hearth(&[
+            "run", "-m", m, "--raw", "-n", "4", "--temp", "0", "--ctk", k, "--ctv", v, "hello",
+        ]);
+        assert!(
+            o.status.success(),
+            "{k}/{v}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = hearth(&[
+        "run", "-m", m, "--raw", "-n", "4", "--ctv", "q8_0", "--fa", "off", "hi",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("needs flash attention"), "{err}");
+    let o = hearth(&["run", "-m", m, "--raw", "-n", "4", "--fa", "off", "hi"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = hearth(&["run", "-m", m, "--cache-type-k", "q5_1", "hi"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("expected f16, q8_0 or q4_0"), "{err}");
+}

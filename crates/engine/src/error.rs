@@ -45,6 +45,10 @@ pub enum EngineError {
     #[error("{0}")]
     Quant(#[from] QuantError),
 
+    /// Session options that cannot work together or with this model.
+    #[error("{0}")]
+    Options(String),
+
     #[error("could not start the thread pool: {0}")]
     ThreadPool(String),
 }

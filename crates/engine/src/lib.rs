@@ -1,6 +1,6 @@
 //! hearth's inference engine: the forward passes of `gemma3`, `llama`, `qwen2` and `qwen3`
-//! GGUF models, computed the way llama.cpp's x86 CPU backend computes them, with an f16 KV
-//! cache and batched prefill.
+//! GGUF models, computed the way llama.cpp's x86 CPU backend computes them, with an f16 (or
+//! Q8_0/Q4_0) KV cache, batched prefill and reuse of a cached prompt prefix.
 //!
 //! ```no_run
 //! use hearth_engine::{LoadOptions, Logits, Model, SessionOptions};
@@ -17,7 +17,8 @@
 //!    architecture (`models/<arch>.rs`, on top of the shared keys in `model.rs`) and records
 //!    where each weight lies in the map; norm weights and biases are decoded to f32, quantized
 //!    matrices are never copied.
-//! 2. [`Model::session`] allocates the f16 KV cache for the context size.
+//! 2. [`Model::session`] allocates the KV cache for the context size (f16, or Q8_0/Q4_0 per
+//!    [`SessionOptions`]).
 //! 3. [`Session::eval`] checks the tokens against the vocabulary and the context, cuts a long
 //!    prompt into passes of `n_ubatch` tokens and runs each pass as one batch through
 //!    `models::forward`, which dispatches to the architecture's layer loop.
@@ -43,7 +44,9 @@
 //!   linear and YaRN scaling, NORMAL vs NEOX pairing (`ops/rope.rs`).
 //! - SiLU and softmax use ggml's vectorized `expf` on groups of 16 lanes with its reduction
 //!   order; GELU reads the f16 table (`GGML_GELU_FP16`) (`ops/act.rs`).
-//! - KV cache in f16 (round to nearest even) (`kv_cache.rs`).
+//! - KV cache in f16 (round to nearest even), or Q8_0 (the vectorized quantizer) / Q4_0 (the
+//!   reference one) as `set_rows` writes them; a quantized K is dotted with Q quantized to Q8_0,
+//!   a quantized V accumulated in f32, and the tiled kernel is for f16 caches only (`kv_cache.rs`).
 //! - Attention (`ops/attention.rs`), per llama.cpp's choice of kernel: flash attention with Q
 //!   rounded to f16, `ggml_vec_dot_f16`'s lane layout and the V sum accumulated in f16 for
 //!   batches under 64 tokens; the f32 tiled kernel for larger batches; and without flash
@@ -70,6 +73,7 @@ mod session;
 mod threads;
 
 pub use error::{EngineError, Result};
+pub use kv_cache::KvType;
 pub use model::{Hparams, LoadOptions, Model};
 pub use models::Arch;
 pub use ops::attention::AttentionMode;

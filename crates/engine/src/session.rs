@@ -2,7 +2,7 @@
 
 use crate::blocks::Step;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvType};
 use crate::model::Model;
 use crate::models;
 use crate::ops::attention::{AttentionMode, Kernel};
@@ -20,6 +20,10 @@ pub struct SessionOptions {
     pub attention: AttentionMode,
     /// A prompt longer than this is evaluated in several passes of this many tokens.
     pub n_ubatch: usize,
+    /// Element type of the K cache (`--cache-type-k`).
+    pub cache_type_k: KvType,
+    /// Element type of the V cache (`--cache-type-v`); a quantized V needs flash attention.
+    pub cache_type_v: KvType,
 }
 
 impl Default for SessionOptions {
@@ -28,6 +32,8 @@ impl Default for SessionOptions {
             n_ctx: DEFAULT_N_CTX,
             attention: AttentionMode::Flash,
             n_ubatch: DEFAULT_N_UBATCH,
+            cache_type_k: KvType::F16,
+            cache_type_v: KvType::F16,
         }
     }
 }
@@ -110,11 +116,12 @@ impl Output {
     }
 }
 
-/// One sequence being evaluated: the model, a KV cache and the number of cached tokens.
+/// One sequence being evaluated: the model, a KV cache and the tokens in it.
 pub struct Session<'m> {
     model: &'m Model,
     cache: KvCache,
-    n_past: usize,
+    /// The tokens whose K and V are cached, in position order.
+    tokens: Vec<u32>,
     opts: SessionOptions,
 }
 
@@ -128,11 +135,25 @@ impl<'m> Session<'m> {
         if opts.n_ubatch == 0 {
             opts.n_ubatch = DEFAULT_N_UBATCH;
         }
-        let cache = KvCache::new(hp.n_layer, opts.n_ctx, hp.n_head_kv * hp.head_dim);
+        if opts.cache_type_v != KvType::F16 && opts.attention != AttentionMode::Flash {
+            return Err(EngineError::Options(format!(
+                "a {} V cache needs flash attention (as in llama.cpp); use an f16 V cache or turn \
+                 flash attention on",
+                opts.cache_type_v
+            )));
+        }
+        let cache = KvCache::new(
+            hp.n_layer,
+            opts.n_ctx,
+            hp.n_head_kv,
+            hp.head_dim,
+            opts.cache_type_k,
+            opts.cache_type_v,
+        )?;
         Ok(Session {
             model,
             cache,
-            n_past: 0,
+            tokens: Vec::new(),
             opts,
         })
     }
@@ -143,7 +164,12 @@ impl<'m> Session<'m> {
 
     /// Tokens in the cache (the position of the next token).
     pub fn n_past(&self) -> usize {
-        self.n_past
+        self.tokens.len()
+    }
+
+    /// The tokens in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// The context size: at most this many tokens fit.
@@ -162,19 +188,52 @@ impl<'m> Session<'m> {
 
     /// Forgets every cached token.
     pub fn clear(&mut self) {
-        self.n_past = 0;
+        self.tokens.clear();
     }
 
     /// Keeps the first `n` cached tokens (to regenerate from there).
     pub fn truncate(&mut self, n: usize) -> Result<()> {
-        if n > self.n_past {
+        if n > self.n_past() {
             return Err(EngineError::BadTruncate {
                 n,
-                n_past: self.n_past,
+                n_past: self.n_past(),
             });
         }
-        self.n_past = n;
+        self.tokens.truncate(n);
         Ok(())
+    }
+
+    /// Starts a new request whose full token sequence is `prompt`: keeps the longest prefix of
+    /// the cache that `prompt` shares (leaving at least one token to evaluate, so there are
+    /// logits), evaluates only the rest, and returns its logits and how many tokens were reused.
+    /// A follow-up turn of a chat, or a request repeating a long system prompt, only pays for
+    /// the new tokens.
+    pub fn prefill(&mut self, prompt: &[u32], want: Logits) -> Result<(Output, usize)> {
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyBatch);
+        }
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        let keep = std::mem::take(&mut self.tokens);
+        self.tokens = keep[..common].to_vec();
+        match self.eval(&prompt[common..], want) {
+            Ok(out) => Ok((out, common)),
+            Err(e) => {
+                // Refused before any cell was written: the old tokens are all still there.
+                if matches!(
+                    e,
+                    EngineError::BadToken { .. } | EngineError::ContextFull { .. }
+                ) {
+                    self.tokens = keep;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Appends `tokens` at positions `n_past..` and returns the logits `want`s. A whole prompt
@@ -192,10 +251,11 @@ impl<'m> Session<'m> {
         {
             return Err(EngineError::BadToken { id, index, n_vocab });
         }
-        let total = self.n_past + tokens.len();
+        let n_past = self.n_past();
+        let total = n_past + tokens.len();
         if total > self.n_ctx() {
             return Err(EngineError::ContextFull {
-                n_past: self.n_past,
+                n_past,
                 n_new: tokens.len(),
                 total,
                 n_ctx: self.n_ctx(),
@@ -216,20 +276,32 @@ impl<'m> Session<'m> {
                 .filter(|&&r| r >= start && r < end)
                 .map(|&r| r - start)
                 .collect();
-            let positions = (self.n_past + start..self.n_past + end).collect();
+            let positions = (n_past + start..n_past + end).collect();
             let mut step = Step {
                 m: self.model,
                 cache: &mut self.cache,
                 tokens: &tokens[start..end],
                 positions,
                 out_rows: &out_rows,
-                kernel: Kernel::choose(self.opts.attention, end - start),
+                kernel: Kernel::choose(
+                    self.opts.attention,
+                    end - start,
+                    self.opts.cache_type_k,
+                    self.opts.cache_type_v,
+                ),
             };
-            let logits = models::forward(&mut step)?;
+            let logits = match models::forward(&mut step) {
+                Ok(l) => l,
+                Err(e) => {
+                    // Earlier passes filled cells that are not counted: forget them.
+                    self.tokens.truncate(n_past);
+                    return Err(e);
+                }
+            };
+            self.tokens.extend_from_slice(&tokens[start..end]);
             out.data.extend_from_slice(&logits);
             start = end;
         }
-        self.n_past = total;
         Ok(out)
     }
 }

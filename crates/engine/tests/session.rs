@@ -329,3 +329,108 @@ fn the_default_model_has_the_expected_shape() {
     assert_eq!(global, vec![5, 11, 17]);
     assert!(hp.window.iter().flatten().all(|&w| w == 512));
 }
+
+/// A request sharing a prefix with what is cached evaluates only the rest, and its logits are
+/// those of evaluating the same split on a fresh session; a failed request keeps the cache.
+#[test]
+fn prefill_reuses_the_cached_prefix() {
+    let model = load(&synth("synth-llama-q4_k_m"));
+    let opts = session_opts(AttentionMode::Flash);
+    let first = prompt(20);
+    let mut second = first[..14].to_vec();
+    second.extend([50, 60, 70, 80]);
+
+    let mut s = model.session(opts.clone()).unwrap();
+    let (_, reused) = s.prefill(&first, Logits::Last).unwrap();
+    assert_eq!(reused, 0);
+    let (got, reused) = s.prefill(&second, Logits::Last).unwrap();
+    assert_eq!(reused, 14);
+    assert_eq!(s.tokens(), &second[..]);
+
+    let mut fresh = model.session(opts.clone()).unwrap();
+    fresh.eval(&second[..14], Logits::None).unwrap();
+    let want = fresh.eval(&second[14..], Logits::Last).unwrap();
+    assert_eq!(got.into_vec(), want.into_vec());
+
+    // The same prompt again: all but the last token are reused (its logits are needed).
+    let (_, reused) = s.prefill(&second, Logits::Last).unwrap();
+    assert_eq!(reused, second.len() - 1);
+
+    // A request over the context is refused and leaves the cached tokens as they were.
+    let too_long = prompt(opts.n_ctx + 1);
+    assert!(matches!(
+        s.prefill(&too_long, Logits::Last),
+        Err(EngineError::ContextFull { .. })
+    ));
+    assert_eq!(s.tokens(), &second[..]);
+    assert!(matches!(
+        s.prefill(&[], Logits::Last),
+        Err(EngineError::EmptyBatch)
+    ));
+}
+
+/// Quantized K/V caches: the bytes their block sizes say, logits near the f16 cache's (only the
+/// cached K and V are rounded more coarsely; this random-weight model magnifies that, Q4_0 most),
+/// and a quantized V without flash attention is refused, as llama.cpp refuses it. (The kernels
+/// are checked exactly in `ops::attention`'s tests.)
+#[test]
+fn quantized_kv_caches_stay_close_to_f16() {
+    use hearth_engine::KvType;
+    let model = load(&synth("synth-llama-q8_0"));
+    let ids = prompt(70);
+    let base = session_opts(AttentionMode::Flash);
+    let mut f16 = model.session(base.clone()).unwrap();
+    let want = f16.eval(&ids, Logits::All).unwrap();
+    // Bytes per 32 elements.
+    let block = |t: KvType| match t {
+        KvType::F16 => 64.0,
+        KvType::Q8_0 => 34.0,
+        KvType::Q4_0 => 18.0,
+    };
+    for (k, v, max_diff) in [
+        (KvType::Q8_0, KvType::Q8_0, 1.5),
+        (KvType::Q4_0, KvType::Q4_0, 8.0),
+        (KvType::Q8_0, KvType::F16, 1.5),
+        (KvType::F16, KvType::Q4_0, 8.0),
+    ] {
+        let opts = SessionOptions {
+            cache_type_k: k,
+            cache_type_v: v,
+            ..base.clone()
+        };
+        let mut s = model.session(opts.clone()).unwrap();
+        let got = s.eval(&ids, Logits::All).unwrap();
+        let mut worst = 0f32;
+        for p in 0..ids.len() {
+            let (a, b) = (want.row(p), got.row(p));
+            for &t in &top_k(a, 10) {
+                worst = worst.max((a[t as usize] - b[t as usize]).abs());
+            }
+        }
+        println!("K {k} V {v}: max |Δ| over the top 10 {worst:.4}");
+        assert!(worst < max_diff, "K {k} V {v}: {worst}");
+        assert!(worst > 0.0, "K {k} V {v}: the cache type had no effect");
+        let bytes = s.cache_bytes() as f64 / f16.cache_bytes() as f64;
+        let want_ratio = (block(k) + block(v)) / 128.0;
+        assert!((bytes - want_ratio).abs() < 1e-9, "K {k} V {v}: {bytes}");
+        // Token by token agrees with the batch (both take the vector kernel here).
+        let mut step = model.session(opts).unwrap();
+        for (p, &id) in ids[..10].iter().enumerate() {
+            let one = step.eval(&[id], Logits::Last).unwrap();
+            let (a, b) = (got.row(p), one.last().unwrap());
+            for &t in &top_k(a, 10) {
+                let d = (a[t as usize] - b[t as usize]).abs();
+                assert!(d < 1.0, "K {k} V {v} position {p}: {d}");
+            }
+        }
+    }
+    let err = model
+        .session(SessionOptions {
+            attention: AttentionMode::Standard,
+            cache_type_v: KvType::Q8_0,
+            ..base
+        })
+        .err()
+        .expect("a quantized V cache needs flash attention");
+    assert!(err.to_string().contains("needs flash attention"), "{err}");
+}

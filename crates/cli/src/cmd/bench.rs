@@ -20,7 +20,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use hearth_engine::{Logits, Model, SessionOptions};
+use hearth_engine::{Logits, Model};
 use hearth_sampling::{Sampler, SamplerParams};
 use serde_json::{Value, json};
 
@@ -56,6 +56,8 @@ pub struct Args {
     /// Prompt length for the time-to-first-token measurement (0 = skip it).
     #[arg(long, default_value_t = 32)]
     ttft_prompt: usize,
+    #[command(flatten)]
+    cache: super::common::CacheArgs,
     /// Print a JSON array, one object per test, with llama-bench's field names.
     #[arg(long)]
     json: bool,
@@ -139,10 +141,7 @@ pub fn run(a: Args) -> Result<()> {
         let (model, tok) = generate::load(&a.model, nt)?;
         let info = model_info(&model);
         let bos = tok.bos().filter(|_| tok.adds_bos());
-        let mut session = model.session(SessionOptions {
-            n_ctx,
-            ..Default::default()
-        })?;
+        let mut session = model.session(a.cache.session(n_ctx))?;
         if session.n_ctx() < n_ctx {
             bail!(
                 "a test needs {n_ctx} tokens of context but the model's is {}",
@@ -195,10 +194,7 @@ pub fn run(a: Args) -> Result<()> {
                     }
                     Kind::Ttft => {
                         let toks = random_tokens(&mut rng, bos, model.n_vocab(), t.n);
-                        let mut fresh = model.session(SessionOptions {
-                            n_ctx,
-                            ..Default::default()
-                        })?;
+                        let mut fresh = model.session(a.cache.session(n_ctx))?;
                         let mut sampler = Sampler::new(SamplerParams::default());
                         let start = Instant::now();
                         let o = fresh.eval(&toks, Logits::Last)?;
@@ -233,6 +229,9 @@ pub fn run(a: Args) -> Result<()> {
                 "model_size": info.size,
                 "model_n_params": info.n_params,
                 "n_threads": nt,
+                "type_k": a.cache.cache_type_k.name(),
+                "type_v": a.cache.cache_type_v.name(),
+                "flash_attn": a.cache.flash_attn,
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
                 "test": t.name(),

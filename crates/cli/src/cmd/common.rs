@@ -1,6 +1,7 @@
 //! Flags shared by the generating commands.
 
 use anyhow::{Context, Result, bail};
+use hearth_engine::{AttentionMode, KvType, SessionOptions};
 use hearth_sampling::SamplerParams;
 
 /// The model, context and thread flags.
@@ -15,6 +16,48 @@ pub struct ModelArgs {
     /// Threads for the forward pass (default: all cores).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// How attention and the KV cache are computed and stored.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CacheArgs {
+    /// Element type of the K cache: f16, q8_0 or q4_0.
+    #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
+    pub cache_type_k: KvType,
+    /// Element type of the V cache: f16, q8_0 or q4_0 (quantized needs flash attention).
+    #[arg(long = "cache-type-v", visible_alias = "ctv", default_value = "f16")]
+    pub cache_type_v: KvType,
+    /// Flash attention: on (llama.cpp's default on CPU) or off.
+    #[arg(long = "flash-attn", visible_alias = "fa", default_value = "on",
+          action = clap::ArgAction::Set, value_parser = parse_on_off)]
+    pub flash_attn: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "auto" | "1" | "true" => Ok(true),
+        "off" | "0" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
+impl CacheArgs {
+    /// Session options with context size `n_ctx` and these settings.
+    pub fn session(&self, n_ctx: usize) -> SessionOptions {
+        SessionOptions {
+            n_ctx,
+            attention: if self.flash_attn {
+                AttentionMode::Flash
+            } else {
+                AttentionMode::Standard
+            },
+            cache_type_k: self.cache_type_k,
+            cache_type_v: self.cache_type_v,
+            ..SessionOptions::default()
+        }
+    }
 }
 
 /// Sampling flags, with llama.cpp's defaults.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use hearth_chat::Message;
-use hearth_engine::{Logits, SessionOptions};
+use hearth_engine::Logits;
 use serde_json::json;
 
 use super::common::{ModelArgs, read_text};
@@ -53,10 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt is empty (no tokens to score)");
     }
-    let mut session = model.session(SessionOptions {
-        n_ctx: a.model.ctx.max(ids.len()),
-        ..Default::default()
-    })?;
+    let mut session = model.session(a.model.cache.session(a.model.ctx.max(ids.len())))?;
     if ids.len() > session.n_ctx() {
         bail!(
             "the prompt is {} tokens but the model's context is {}",

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use hearth_engine::{Logits, SessionOptions};
+use hearth_engine::Logits;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -28,6 +28,8 @@ pub struct Args {
     ctx: usize,
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    cache: super::common::CacheArgs,
     /// Score only the first N chunks.
     #[arg(long)]
     chunks: Option<usize>,
@@ -59,10 +61,7 @@ pub fn run(a: Args) -> Result<()> {
             tokens.len()
         );
     }
-    let mut session = model.session(SessionOptions {
-        n_ctx,
-        ..Default::default()
-    })?;
+    let mut session = model.session(a.cache.session(n_ctx))?;
     if session.n_ctx() < n_ctx {
         bail!(
             "-c {n_ctx} is longer than the model's context ({})",

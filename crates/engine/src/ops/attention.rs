@@ -14,7 +14,10 @@
 //! Cell `c` of the cache holds position `c`. Query `t` at position `p` sees cells `c <= p`, and
 //! with a window `w` only those with `p - c < w` (llama.cpp's `LLAMA_SWA_TYPE_STANDARD`).
 
+use hearth_gguf::GgmlType;
+
 use super::{act, f16};
+use crate::kv_cache::{KvType, as_bytes};
 use crate::threads::Threads;
 
 /// Flash attention on (llama.cpp's default on CPU) or off.
@@ -39,10 +42,13 @@ pub const TILE_Q: usize = 64;
 pub const TILE_KV: usize = 64;
 
 impl Kernel {
-    pub fn choose(mode: AttentionMode, n_tokens: usize) -> Kernel {
+    /// llama.cpp takes the tiled kernel only for an f16 K and V cache.
+    pub fn choose(mode: AttentionMode, n_tokens: usize, k: KvType, v: KvType) -> Kernel {
         match mode {
             AttentionMode::Standard => Kernel::Standard,
-            AttentionMode::Flash if n_tokens >= TILE_Q => Kernel::FlashTiled,
+            AttentionMode::Flash if n_tokens >= TILE_Q && k == KvType::F16 && v == KvType::F16 => {
+                Kernel::FlashTiled
+            }
             AttentionMode::Flash => Kernel::FlashVec,
         }
     }
@@ -60,12 +66,23 @@ pub struct Heads {
     pub window: Option<usize>,
 }
 
-/// One layer's cache: `n_cells` cells of `n_head_kv * head_dim` halves each for K and for V.
+/// One layer's cache: `n_cells` cells of `n_head_kv` rows of `head_dim` elements each for K and
+/// for V, each row f16 or one quantized row (stored in 16-bit units).
 #[derive(Clone, Copy)]
 pub struct KvView<'a> {
     pub k: &'a [u16],
     pub v: &'a [u16],
+    pub k_type: KvType,
+    pub v_type: KvType,
     pub n_cells: usize,
+}
+
+/// 16-bit units of one head's row of type `ty`.
+#[inline(always)]
+fn head_units(ty: KvType, hd: usize) -> usize {
+    ty.head_bytes(hd)
+        .expect("head size checked when the cache was made")
+        / 2
 }
 
 #[inline(always)]
@@ -206,10 +223,16 @@ impl F32Kv {
     }
 }
 
+/// Row of head `kvh` in cell `cell` of an f16 cache.
 #[inline(always)]
 fn kv_row(cache: &[u16], heads: Heads, cell: usize, kvh: usize) -> &[u16] {
-    let hd = heads.head_dim;
-    &cache[(cell * heads.n_head_kv + kvh) * hd..][..hd]
+    kv_row_units(cache, heads.head_dim, heads, cell, kvh)
+}
+
+/// Row of head `kvh` in cell `cell` of a cache whose head rows are `units` 16-bit units.
+#[inline(always)]
+fn kv_row_units(cache: &[u16], units: usize, heads: Heads, cell: usize, kvh: usize) -> &[u16] {
+    &cache[(cell * heads.n_head_kv + kvh) * units..][..units]
 }
 
 #[inline(always)]
@@ -221,35 +244,94 @@ fma_dispatch! {
     fn flash_vec(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) => flash_vec_impl
 }
 
-/// Flash attention, one query row, f16 accumulator.
+/// Flash attention, one query row (`ggml_compute_forward_flash_attn_ext_f16_one_chunk`): Q
+/// converted to K's dot partner (f16, or Q8_0 for a quantized K), the V sum accumulated in f16
+/// for an f16 V and in f32 (V dequantized a row at a time) otherwise.
 #[inline(always)]
 fn flash_vec_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) {
     let hd = heads.head_dim;
     let kvh = kv_head(heads, h);
-    let mut q16 = vec![0u16; hd];
-    f16::convert(q, &mut q16);
-    let mut acc = vec![0u16; hd];
+    let (ku, vu) = (head_units(kv.k_type, hd), head_units(kv.v_type, hd));
+    let qk = QueryForK::new(kv.k_type, q);
+    let f16_acc = kv.v_type == KvType::F16;
+    let mut acc = vec![0u16; if f16_acc { hd } else { 0 }];
+    let mut acc32 = vec![0f32; if f16_acc { 0 } else { hd }];
+    let mut v32 = vec![0f32; if f16_acc { 0 } else { hd }];
     let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
     for c in 0..kv.n_cells.min(pos + 1) {
         if !visible(pos, c, heads.window) {
             continue;
         }
-        let s = f16::dot_ggml(kv_row(kv.k, heads, c, kvh), &q16) * heads.scale;
+        let s = qk.dot(kv_row_units(kv.k, ku, heads, c, kvh)) * heads.scale;
         let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
+        let new_max = s > m;
+        if new_max {
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            f16::scale(&mut acc, ms);
         } else {
             vs = (s - m).exp();
         }
-        f16::mad(&mut acc, kv_row(kv.v, heads, c, kvh), vs);
+        let vr = kv_row_units(kv.v, vu, heads, c, kvh);
+        if f16_acc {
+            if new_max {
+                f16::scale(&mut acc, ms);
+            }
+            f16::mad(&mut acc, vr, vs);
+        } else {
+            if new_max {
+                acc32.iter_mut().for_each(|a| *a *= ms);
+            }
+            hearth_quant::dequantize_row(kv.v_type.ggml(), as_bytes(vr), &mut v32)
+                .expect("row sizes checked when the cache was made");
+            for (a, &x) in acc32.iter_mut().zip(&v32) {
+                *a = x.mul_add(vs, *a);
+            }
+        }
         s_sum = s_sum.mul_add(ms, vs);
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        *o = f16::to_f32(a) * inv;
+    if f16_acc {
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = f16::to_f32(a) * inv;
+        }
+    } else {
+        for (o, &a) in out.iter_mut().zip(&acc32) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// A query row prepared for dot products with K rows of one cache type.
+enum QueryForK {
+    F16(Vec<u16>),
+    /// Q quantized to Q8_0 (the vec-dot partner of Q8_0 and Q4_0), dotted with rows of `GgmlType`.
+    Quant(GgmlType, Vec<u8>, usize),
+}
+
+impl QueryForK {
+    fn new(k_type: KvType, q: &[f32]) -> QueryForK {
+        if k_type == KvType::F16 {
+            let mut q16 = vec![0u16; q.len()];
+            f16::convert(q, &mut q16);
+            return QueryForK::F16(q16);
+        }
+        let ty = k_type.ggml();
+        let partner = hearth_quant::vec_dot_type(ty).expect("Q8_0 and Q4_0 have dot partners");
+        let mut qq =
+            vec![0u8; hearth_quant::row_bytes(partner, q.len()).expect("checked head size")];
+        hearth_quant::quantize_act(ty, q, &mut qq).expect("sizes computed above");
+        QueryForK::Quant(ty, qq, q.len())
+    }
+
+    /// `ggml_vec_dot_f16` for an f16 row; the type's `vec_dot` for a quantized one.
+    #[inline(always)]
+    fn dot(&self, k_row: &[u16]) -> f32 {
+        match self {
+            QueryForK::F16(q16) => f16::dot_ggml(k_row, q16),
+            QueryForK::Quant(ty, qq, n) => hearth_quant::vec_dot(*ty, as_bytes(k_row), qq, *n)
+                .expect("row sizes checked when the cache was made"),
+        }
     }
 }
 
@@ -375,18 +457,30 @@ fma_dispatch! {
 }
 
 /// Attention without flash attention: scores, softmax, then the probabilities rounded to f16.
+/// V must be f16 (llama.cpp, too, needs flash attention for a quantized V cache).
 #[inline(always)]
 fn standard_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out: &mut [f32]) {
     let hd = heads.head_dim;
     let kvh = kv_head(heads, h);
-    let mut q16 = vec![0u16; hd];
-    f16::convert(q, &mut q16);
+    let ku = head_units(kv.k_type, hd);
+    // An f16 K goes through tinyBLAS's 16-lane dots; a quantized K through the type's `vec_dot`.
+    let q16 = (kv.k_type == KvType::F16).then(|| {
+        let mut q16 = vec![0u16; hd];
+        f16::convert(q, &mut q16);
+        q16
+    });
+    let qk = q16.is_none().then(|| QueryForK::new(kv.k_type, q));
     let n = kv.n_cells.min(pos + 1);
     // llama.cpp pads the cache view to 256 cells; masked cells only matter for the grouping of
     // the vector `expf` (16 lanes), so pad to 16.
     let mut w = vec![f32::NEG_INFINITY; n.div_ceil(16) * 16];
     for (c, wc) in w.iter_mut().enumerate().take(n) {
-        let kq = f16::dot_lanes16(kv_row(kv.k, heads, c, kvh), &q16);
+        let kr = kv_row_units(kv.k, ku, heads, c, kvh);
+        let kq = match (&q16, &qk) {
+            (Some(q16), _) => f16::dot_lanes16(kr, q16),
+            (None, Some(qk)) => qk.dot(kr),
+            (None, None) => unreachable!("one of them is made above"),
+        };
         let mask = if visible(pos, c, heads.window) {
             0.0
         } else {
@@ -458,6 +552,8 @@ mod tests {
         let kv = KvView {
             k: &k,
             v: &v,
+            k_type: KvType::F16,
+            v_type: KvType::F16,
             n_cells: n_tok,
         };
         for window in [None, Some(8)] {
@@ -478,6 +574,141 @@ mod tests {
                         for d in 0..hd {
                             let err = (got[d] as f64 - want[d]).abs();
                             assert!(err < 4e-3, "{kernel:?} {window:?} t{t} h{h} d{d}: {err}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Softmax attention in f64 on f32 rows of K and V (`[cell][kv head][d]`).
+    fn reference_f32(
+        heads: Heads,
+        q: &[f32],
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+        h: usize,
+    ) -> Vec<f64> {
+        let hd = heads.head_dim;
+        let kvh = kv_head(heads, h);
+        let row = |x: &'static str, c: usize| {
+            let src = if x == "k" { k } else { v };
+            &src[(c * heads.n_head_kv + kvh) * hd..][..hd]
+        };
+        let cells: Vec<usize> = (0..=pos)
+            .filter(|&c| visible(pos, c, heads.window))
+            .collect();
+        let scores: Vec<f64> = cells
+            .iter()
+            .map(|&c| {
+                let s: f64 = (0..hd).map(|d| q[d] as f64 * row("k", c)[d] as f64).sum();
+                s * heads.scale as f64
+            })
+            .collect();
+        let m = scores.iter().copied().fold(f64::MIN, f64::max);
+        let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
+        let mut out = vec![0f64; hd];
+        for (&c, &s) in cells.iter().zip(&scores) {
+            for (d, o) in out.iter_mut().enumerate() {
+                *o += (s - m).exp() / z * row("v", c)[d] as f64;
+            }
+        }
+        out
+    }
+
+    /// A quantized cache: attention must equal exact softmax attention on the dequantized K
+    /// and V, with Q rounded the way the kernel rounds it (Q8_0 for a quantized K).
+    #[test]
+    fn quantized_caches_attend_over_their_dequantized_rows() {
+        use crate::kv_cache::KvCache;
+        let threads = Threads::new(2).unwrap();
+        let (n_head, n_head_kv, hd, n_tok) = (4, 2, 64, 70);
+        let noise = |i: usize, s: f32| ((i as f32 * 0.618 + s).sin() * 43758.547).fract() - 0.5;
+        let width = n_head_kv * hd;
+        let k: Vec<f32> = (0..n_tok * width).map(|i| noise(i, 1.0) * 4.0).collect();
+        let v: Vec<f32> = (0..n_tok * width).map(|i| noise(i, 2.0)).collect();
+        let q: Vec<f32> = (0..n_tok * n_head * hd)
+            .map(|i| noise(i, 3.0) * 4.0)
+            .collect();
+        let positions: Vec<usize> = (0..n_tok).collect();
+        let dequant = |ty: KvType, x: &[f32]| -> Vec<f32> {
+            let g = ty.ggml();
+            let mut bytes = vec![0u8; hearth_quant::row_bytes(g, x.len()).unwrap()];
+            if ty == KvType::Q8_0 {
+                hearth_quant::quantize_act(g, x, &mut bytes).unwrap();
+            } else {
+                hearth_quant::quantize_row(g, x, &mut bytes).unwrap();
+            }
+            let mut out = vec![0f32; x.len()];
+            hearth_quant::dequantize_row(g, &bytes, &mut out).unwrap();
+            out
+        };
+        let types = [
+            (KvType::Q8_0, KvType::Q8_0),
+            (KvType::Q4_0, KvType::Q4_0),
+            (KvType::Q8_0, KvType::F16),
+            (KvType::F16, KvType::Q4_0),
+        ];
+        for (kt, vt) in types {
+            let mut cache = KvCache::new(1, n_tok, n_head_kv, hd, kt, vt).unwrap();
+            cache.write(0, &positions, &k, &v);
+            let k_deq = if kt == KvType::F16 {
+                k.iter().map(|&x| f16::to_f32(f16::to_f16(x))).collect()
+            } else {
+                dequant(kt, &k)
+            };
+            let v_deq = if vt == KvType::F16 {
+                v.iter().map(|&x| f16::to_f32(f16::to_f16(x))).collect()
+            } else {
+                dequant(vt, &v)
+            };
+            for window in [None, Some(8)] {
+                let heads = Heads {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    scale: 0.125,
+                    window,
+                };
+                let kernels: &[Kernel] = if vt == KvType::F16 {
+                    &[Kernel::FlashVec, Kernel::Standard]
+                } else {
+                    &[Kernel::FlashVec]
+                };
+                assert_eq!(
+                    Kernel::choose(AttentionMode::Flash, n_tok, kt, vt),
+                    Kernel::FlashVec
+                );
+                for &kernel in kernels {
+                    let mut out = vec![0f32; n_tok * n_head * hd];
+                    attend(
+                        &threads,
+                        kernel,
+                        heads,
+                        &q,
+                        &positions,
+                        cache.view(0, n_tok),
+                        &mut out,
+                    );
+                    for t in [0, 1, 9, 63, 64, 69] {
+                        for h in 0..n_head {
+                            let qr = &q[(t * n_head + h) * hd..][..hd];
+                            let q_seen = match kt {
+                                KvType::F16 => {
+                                    qr.iter().map(|&x| f16::to_f32(f16::to_f16(x))).collect()
+                                }
+                                _ => dequant(KvType::Q8_0, qr),
+                            };
+                            let want = reference_f32(heads, &q_seen, t, &k_deq, &v_deq, h);
+                            let got = &out[(t * n_head + h) * hd..][..hd];
+                            for d in 0..hd {
+                                let err = (got[d] as f64 - want[d]).abs();
+                                assert!(
+                                    err < 4e-3,
+                                    "{kt}/{vt} {kernel:?} {window:?} t{t} h{h} d{d}: {err}"
+                                );
+                            }
                         }
                     }
                 }
