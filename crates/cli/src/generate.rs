@@ -22,7 +22,13 @@ pub fn load(model: &str, threads: usize) -> Result<(Model, Tokenizer)> {
         size as f64 / 1e6
     );
     let start = Instant::now();
-    let model = Model::load(&path, &LoadOptions { threads })?;
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let tok = Tokenizer::from_gguf(model.gguf().metadata())
         .with_context(|| format!("{}: reading the tokenizer", path.display()))?;
     let hp = model.hparams();

@@ -12,7 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: speed MODEL [THREADS] [PROMPT] [DECODE]")?;
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (threads, n_prompt, n_gen) = (arg(1, 2), arg(2, 128), arg(3, 64));
-    let model = Model::load(path, &LoadOptions { threads })?;
+    let model = Model::load(
+        path,
+        &LoadOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let n_vocab = model.n_vocab() as u32;
     let prompt: Vec<u32> = (0..n_prompt as u32)
         .map(|i| 2 + (i * 7919) % (n_vocab - 2))

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use hearth_gguf::{GgmlType, GgufFile, keys::arch as key};
 use hearth_quant::{dequantize_row, vec_dot_type};
 
+use std::sync::Arc;
+
 use crate::error::{EngineError, Result};
 use crate::models::{self, Arch};
 use crate::ops::matmul::MatRef;
@@ -13,10 +15,23 @@ use crate::session::{Session, SessionOptions};
 use crate::threads::Threads;
 
 /// How to load a model.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Threads for the matrix products and attention; 0 = the available cores.
     pub threads: usize,
+    /// Repack the weights whose kernels want another layout (Q4_K: 16 rows interleaved) at
+    /// load, dropping the mapped originals from memory. On by default; `HEARTH_REPACK=0` turns
+    /// the default off (to measure what it brings).
+    pub repack: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            threads: 0,
+            repack: std::env::var("HEARTH_REPACK").map_or(true, |v| v != "0"),
+        }
+    }
 }
 
 /// Hyperparameters, as llama.cpp derives them from the metadata.
@@ -56,16 +71,47 @@ pub(crate) struct Matrix {
     pub cols: usize,
     start: usize,
     len: usize,
+    /// The rows repacked for their kernels, when the loader made a copy (then the mapped
+    /// original is not read again).
+    packed: Option<Arc<Vec<u8>>>,
 }
 
 impl Matrix {
-    pub fn view<'a>(&self, file: &'a [u8]) -> MatRef<'a> {
+    pub fn view<'a>(&'a self, file: &'a [u8]) -> MatRef<'a> {
         MatRef {
             ty: self.ty,
             rows: self.rows,
             cols: self.cols,
             data: &file[self.start..self.start + self.len],
+            packed: self.packed.as_deref().map(Vec::as_slice),
         }
+    }
+
+    /// Repacks a Q4_K matrix that llama.cpp would repack (row count a multiple of 8) into
+    /// 16-row groups, in parallel, then releases the mapped original.
+    fn repack(&mut self, file: &GgufFile, threads: &Threads) -> Result<()> {
+        use hearth_quant::packed_q4_k;
+        if self.ty != GgmlType::Q4K || !self.rows.is_multiple_of(8) || self.packed.is_some() {
+            return Ok(());
+        }
+        let src = &file.bytes()[self.start..self.start + self.len];
+        let rb = self.len / self.rows.max(1);
+        let gb = packed_q4_k::packed_bytes(packed_q4_k::ROWS, self.cols)?;
+        let mut dst = vec![0u8; packed_q4_k::packed_bytes(self.rows, self.cols)?];
+        let err = std::sync::Mutex::new(None);
+        threads.chunks(&mut dst, gb, 4, |g0, piece| {
+            let r0 = g0 * packed_q4_k::ROWS;
+            let r1 = (r0 + piece.len() / gb * packed_q4_k::ROWS).min(self.rows);
+            if let Err(e) = packed_q4_k::pack(&src[r0 * rb..r1 * rb], self.cols, piece) {
+                *err.lock().unwrap() = Some(e);
+            }
+        });
+        if let Some(e) = err.into_inner().unwrap() {
+            return Err(e.into());
+        }
+        file.release(self.start, self.len);
+        self.packed = Some(Arc::new(dst));
+        Ok(())
     }
 }
 
@@ -129,17 +175,37 @@ impl Model {
         })?;
         let hp = models::hparams(arch, &ld)?;
         let spec = models::layer_spec(arch);
-        let layers = (0..hp.n_layer)
+        let mut layers = (0..hp.n_layer)
             .map(|il| ld.layer(il, &hp, &spec))
             .collect::<Result<Vec<_>>>()?;
         let tok_embd = ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
-        let output = match ld.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)? {
-            Some(m) => m,
-            None => tok_embd.clone(),
+        let (output, tied) = match ld.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)? {
+            Some(m) => (m, false),
+            None => (tok_embd.clone(), true),
         };
         let output_norm = ld.vector("output_norm.weight", hp.n_embd)?;
         let output_b = ld.opt_vector("output.bias", hp.n_vocab)?;
         let threads = Threads::new(opts.threads)?;
+        let mut output = output;
+        if opts.repack {
+            for l in &mut layers {
+                for m in [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.gate,
+                    &mut l.up,
+                    &mut l.down,
+                ] {
+                    m.repack(&file, &threads)?;
+                }
+            }
+            // A tied head shares the embedding rows, which lookups still read from the map.
+            if !tied {
+                output.repack(&file, &threads)?;
+            }
+        }
         let path = path.to_owned();
         Ok(Model {
             hp,
@@ -381,6 +447,7 @@ impl Loader<'_> {
             cols,
             start,
             len: t.n_bytes as usize,
+            packed: None,
         }))
     }
 

@@ -73,7 +73,14 @@ fn dequantized_copy(path: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn logits(path: &std::path::Path) -> Vec<f32> {
-    let model = Model::load(path, &LoadOptions { threads: 1 }).unwrap();
+    let model = Model::load(
+        path,
+        &LoadOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let tokens: Vec<u32> = [1]
         .into_iter()
         .chain((0..24).map(|i| 260 + (i * 37) % 250))

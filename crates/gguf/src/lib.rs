@@ -308,6 +308,27 @@ impl GgufFile {
         }
     }
 
+    /// Tells the kernel this process no longer needs the mapped pages that lie wholly inside
+    /// `start..start + len` (a tensor whose data was copied elsewhere): they leave the resident
+    /// set and are read from the file again if touched. No effect on an in-memory file.
+    pub fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &self.backing {
+            const PAGE: usize = 4096;
+            let first = start.div_ceil(PAGE) * PAGE;
+            let end = (start + len).min(m.len()) / PAGE * PAGE;
+            if end > first {
+                // SAFETY: the mapping is private and read-only, so dropping its pages loses
+                // nothing: a later read faults them back in from the file.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
+
     pub fn file_size(&self) -> u64 {
         self.bytes().len() as u64
     }

@@ -215,6 +215,11 @@ impl KActs {
         })
     }
 
+    /// The Q8_K rows, one per token.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     pub fn n_tok(&self) -> usize {
         self.n_tok
     }
@@ -295,10 +300,156 @@ fn gemm_k_scalar(
     }
 }
 
+/// `out[r] = w[r] · a` in the order of `ggml_gemv_q4_K_8x8_q8_K` (one activation row, `a` in
+/// Q8_K) for the `out.len()` Q4_K rows of `n` elements in `weights`: the decode-step product.
+/// Single-threaded.
+pub fn gemv_q4_k(weights: &[u8], n: usize, a: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    gemv_q4_k_isa(active_isa(), weights, n, a, out)
+}
+
+/// [`gemv_q4_k`] at a given ISA level (capped by what the CPU has).
+pub fn gemv_q4_k_isa(
+    isa: Isa,
+    weights: &[u8],
+    n: usize,
+    a: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rb = row_bytes(GgmlType::Q4K, n)?;
+    let ab = row_bytes(GgmlType::Q8K, n)?;
+    if weights.len() != rb * out.len() || a.len() != ab {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q4K,
+            what: "the weight rows or the activation",
+            unit: "bytes",
+            expected: rb * out.len(),
+            got: weights.len(),
+        });
+    }
+    if rb == 0 {
+        out.fill(0.0);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = isa.min(crate::isa::detected_isa());
+        // SAFETY (both): the CPU has the features of `isa` (capped just above); lengths checked.
+        if isa >= Isa::Avx512Vnni {
+            unsafe { simd::gemv_q4_k_vnni(weights, rb, a, out) };
+            return Ok(());
+        }
+        if isa >= Isa::Avx512 {
+            unsafe { simd::gemv_q4_k_avx512(weights, rb, a, out) };
+            return Ok(());
+        }
+    }
+    let _ = isa;
+    for (row, o) in weights.chunks_exact(rb).zip(out.iter_mut()) {
+        *o = dot_q4_k_repacked(row, a, false);
+    }
+    Ok(())
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::*;
     use std::arch::x86_64::*;
+
+    /// Four Q4_K rows per step (sharing the activation loads): each super-block's `Σ sc·Σ q·y`
+    /// summed exactly in a 512-bit register per row (64 elements per step, both nibbles of a
+    /// 32-byte group) and the four reduced together, the min terms from the activation's bsum
+    /// pairs, then per row the GEMV's two FMAs per super-block, in block order.
+    macro_rules! gemv_q4_k {
+        ($name:ident, $feat:literal, $scaled:ident) => {
+            #[target_feature(enable = $feat)]
+            pub(super) fn $name(weights: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+                let m4 = _mm256_set1_epi8(0xf);
+                // Per activation super-block: d_a and bsum(2k) + bsum(2k + 1).
+                let pre: Vec<(f32, [i32; 8])> = a
+                    .chunks_exact(Q8_K_BYTES)
+                    .map(|ab| {
+                        let q8s = std::array::from_fn(|k| bsum(ab, 2 * k) + bsum(ab, 2 * k + 1));
+                        (f(ab, 0), q8s)
+                    })
+                    .collect();
+                let sumi = |wb: &[u8], y: &[__m512i; 4]| {
+                    let packed: &[u8; 12] = wb[4..16].try_into().unwrap();
+                    let (sc, mn) = crate::formats::q4_k::scales_mins(packed);
+                    let mut acc = _mm512_setzero_si512();
+                    for (j, &yj) in y.iter().enumerate() {
+                        let q4 = crate::x86::ld256_at(&wb[16..], 32 * j);
+                        let lo = _mm256_and_si256(q4, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+                        let sv = crate::x86::halves_epi32(sc[2 * j] as i32, sc[2 * j + 1] as i32);
+                        let p = crate::x86::$scaled(crate::x86::join(lo, hi), yj, sv);
+                        acc = _mm512_add_epi32(acc, p);
+                    }
+                    (acc, mn)
+                };
+                let fold = |wb: &[u8],
+                            isum: i32,
+                            mn: [u8; 8],
+                            da: f32,
+                            q8s: &[i32; 8],
+                            acc: &mut (f32, f32)| {
+                    let imin: i32 = mn.iter().zip(q8s).map(|(&m, &q)| m as i32 * q).sum();
+                    let (d, dmin) = (h(wb, 0), h(wb, 2));
+                    acc.0 = (isum as f32).mul_add(d * da, acc.0);
+                    acc.1 = (imin as f32).mul_add(dmin * da, acc.1);
+                };
+                let mut groups = weights.chunks_exact(4 * rb);
+                let mut outs = out.chunks_exact_mut(4);
+                for (rows, o) in (&mut groups).zip(&mut outs) {
+                    let mut acc = [(0f32, 0f32); 4];
+                    for (s, (da, q8s)) in pre.iter().enumerate() {
+                        let ab = &a[s * Q8_K_BYTES + 4..s * Q8_K_BYTES + 260];
+                        let y: [__m512i; 4] =
+                            std::array::from_fn(|j| crate::x86::ld512_at(ab, 64 * j));
+                        let wb = |r: usize| {
+                            &rows[r * rb + s * Q4_K_BYTES..r * rb + (s + 1) * Q4_K_BYTES]
+                        };
+                        let (s0, m0) = sumi(wb(0), &y);
+                        let (s1, m1) = sumi(wb(1), &y);
+                        let (s2, m2) = sumi(wb(2), &y);
+                        let (s3, m3) = sumi(wb(3), &y);
+                        let isum = reduce4(s0, s1, s2, s3);
+                        for (r, mn) in [m0, m1, m2, m3].into_iter().enumerate() {
+                            fold(wb(r), isum[r], mn, *da, q8s, &mut acc[r]);
+                        }
+                    }
+                    for (o, (acc, acc_min)) in o.iter_mut().zip(acc) {
+                        *o = acc - acc_min;
+                    }
+                }
+                for (row, o) in groups
+                    .remainder()
+                    .chunks_exact(rb)
+                    .zip(outs.into_remainder())
+                {
+                    let mut acc = (0f32, 0f32);
+                    for (s, (da, q8s)) in pre.iter().enumerate() {
+                        let ab = &a[s * Q8_K_BYTES + 4..s * Q8_K_BYTES + 260];
+                        let y: [__m512i; 4] =
+                            std::array::from_fn(|j| crate::x86::ld512_at(ab, 64 * j));
+                        let wb = &row[s * Q4_K_BYTES..(s + 1) * Q4_K_BYTES];
+                        let (s0, mn) = sumi(wb, &y);
+                        fold(wb, _mm512_reduce_add_epi32(s0), mn, *da, q8s, &mut acc);
+                    }
+                    *o = acc.0 - acc.1;
+                }
+            }
+        };
+    }
+    gemv_q4_k!(
+        gemv_q4_k_avx512,
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl",
+        scaled_u8i8_avx512
+    );
+    gemv_q4_k!(
+        gemv_q4_k_vnni,
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+        scaled_u8i8_vnni
+    );
 
     /// Tokens whose activations stay in cache while a panel of weight rows is swept.
     const PANEL: usize = 64;
@@ -591,6 +742,33 @@ mod simd {
 mod tests {
     use super::*;
     use crate::quantize_matrix;
+
+    #[test]
+    fn gemv_q4_k_matches_the_scalar_order_at_every_isa() {
+        for (rows, cols) in [(1, 256), (7, 512), (16, 2048)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.13).cos() * 3.0).collect();
+            let wq = quantize_matrix(GgmlType::Q4K, &w, rows, cols).unwrap();
+            let mut a = vec![0u8; row_bytes(GgmlType::Q8K, cols).unwrap()];
+            crate::quantize_act(GgmlType::Q4K, &x, &mut a).unwrap();
+            let rb = wq.len() / rows;
+            let want: Vec<f32> = wq
+                .chunks_exact(rb)
+                .map(|r| dot_q4_k_repacked(r, &a, false))
+                .collect();
+            for isa in crate::available_isas() {
+                let mut got = vec![0f32; rows];
+                gemv_q4_k_isa(isa, &wq, cols, &a, &mut got).unwrap();
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{isa} {rows}x{cols}");
+                }
+            }
+        }
+        let mut out = [0f32; 2];
+        assert!(gemv_q4_k(&[0u8; 144], 256, &[0u8; 292], &mut out).is_err());
+    }
 
     #[test]
     fn simd_matches_scalar_bit_for_bit() {

@@ -20,6 +20,8 @@ pub struct MatRef<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    /// The same rows repacked for their kernels (Q4_K: `hearth_quant::packed_q4_k`), if made.
+    pub packed: Option<&'a [u8]>,
 }
 
 impl MatRef<'_> {
@@ -54,6 +56,9 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     if n_tok == 0 {
         return Ok(());
     }
+    if let (Some(packed), GgmlType::Q4K) = (w.packed, w.ty) {
+        return packed_q4_k(threads, w, packed, x, n_tok, out);
+    }
     let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
     if n_tok > 1 && order == Order::VecDot && hearth_quant::gemm::gemm_supported(w.ty) {
         return batched(threads, w, x, n_tok, out);
@@ -76,6 +81,14 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
         threads.chunks(out, 1, BLOCK, |r0, piece| {
             let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
             if let Err(e) = hearth_quant::gemm_q4::gemv_q4_0(bytes, act, piece) {
+                *err.lock().unwrap() = Some(e);
+            }
+        });
+    } else if n_tok == 1 && order == Order::Repacked && w.ty == GgmlType::Q4K {
+        let act = acts[0].as_bytes();
+        threads.chunks(out, 1, BLOCK, |r0, piece| {
+            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
+            if let Err(e) = hearth_quant::gemm_k::gemv_q4_k(bytes, w.cols, act, piece) {
                 *err.lock().unwrap() = Some(e);
             }
         });
@@ -192,6 +205,48 @@ fn batched_k(
 
 /// Several tokens through `hearth_quant::gemm` (each weight block unpacked once for all of
 /// them; bit-identical to one `vec_dot` per pair).
+/// A Q4_K matrix repacked in 16-row groups (llama.cpp's repacked order): GEMV for one token,
+/// GEMM for more; threads split the groups.
+fn packed_q4_k(
+    threads: &Threads,
+    w: MatRef,
+    packed: &[u8],
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    use hearth_quant::packed_q4_k::{self as pk, ROWS};
+    let gb = pk::packed_bytes(ROWS, w.cols)?;
+    let groups = |r0: usize, n: usize| &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
+    let err = std::sync::Mutex::new(None);
+    let acts = quantize_rows(threads, w.ty, x, w.cols)?;
+    if n_tok == 1 {
+        threads.chunks(out, 1, ROWS, |r0, piece| {
+            if let Err(e) = pk::gemv(groups(r0, piece.len()), w.cols, &acts, piece) {
+                *err.lock().unwrap() = Some(e);
+            }
+        });
+        return match err.into_inner().unwrap() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        };
+    }
+    let acts = hearth_quant::gemm_k::KActs::from_quantized(w.cols, acts)?;
+    let n_gemm = n_tok - n_tok % 4;
+    let mut out_t = vec![0f32; w.rows * n_tok];
+    threads.chunks(&mut out_t, n_tok, ROWS, |r0, piece| {
+        let rows = piece.len() / n_tok;
+        if let Err(e) = pk::gemm(groups(r0, rows), w.cols, &acts, n_gemm, piece) {
+            *err.lock().unwrap() = Some(e);
+        }
+    });
+    if let Some(e) = err.into_inner().unwrap() {
+        return Err(e.into());
+    }
+    transpose(threads, &out_t, n_tok, w.rows, out);
+    Ok(())
+}
+
 fn batched(threads: &Threads, w: MatRef, x: &[f32], n_tok: usize, out: &mut [f32]) -> Result<()> {
     let q = quantize_rows(threads, w.ty, x, w.cols)?;
     let acts = hearth_quant::gemm::ActBatch::from_quantized(w.ty, w.cols, q)?;
@@ -277,6 +332,7 @@ mod tests {
                 rows,
                 cols,
                 data: &data,
+                packed: None,
             };
             let mut out = vec![0f32; n_tok * rows];
             matmul(threads, m, &x, &mut out).unwrap();

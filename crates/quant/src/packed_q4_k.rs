@@ -1,0 +1,374 @@
+//! Q4_K matrices repacked 16 rows at a time, for products with one float lane per weight row
+//! (the layout idea of llama.cpp's `block_q4_Kx8`, our own arrangement), in the float order of
+//! llama.cpp's repacked Q4_K kernels (`ggml_gemv/gemm_q4_K_8x8_q8_K`, see [`crate::gemm_k`]).
+//!
+//! Per group of 16 rows and per 256-element super-block, [`GROUP_SB_BYTES`] bytes:
+//! - the quants, `[chunk 0..4][j 0..8][row 0..16][4 bytes]`: byte `b` of row `r` is byte
+//!   `32·chunk + 4j + b` of that row's `qs` (low nibble: element `64·chunk + 4j + b`, high
+//!   nibble: element `64·chunk + 32 + 4j + b`), so one 64-byte load holds 4 elements of 16
+//!   rows, ready for `vpdpbusd` against 4 broadcast activation bytes;
+//! - the 6-bit scales and mins, `[sub-block 0..8][row]` as bytes;
+//! - `d` and `dmin` of each row as f16.
+//!
+//! The packed matrix is as large as the original (2,368 bytes against 16 × 144), so the engine
+//! can drop the mapped original from memory once the copy is made. Rows past the matrix's last
+//! in its last group are zero.
+
+use crate::gemm_k::{KActs, dot_q4_k_repacked};
+use crate::isa::{Isa, active_isa};
+use crate::{GgmlType, QK_K, QuantError, row_bytes};
+
+/// Rows per group.
+pub const ROWS: usize = 16;
+const Q4_K_BYTES: usize = 144;
+const Q8_K_BYTES: usize = 292;
+const Q_BYTES: usize = QK_K / 2 * ROWS;
+const SC: usize = Q_BYTES;
+const MN: usize = SC + 8 * ROWS;
+const D: usize = MN + 8 * ROWS;
+const DMIN: usize = D + 2 * ROWS;
+/// Bytes of one super-block of one group of 16 rows.
+pub const GROUP_SB_BYTES: usize = DMIN + 2 * ROWS;
+
+/// Bytes of a packed `rows × cols` Q4_K matrix.
+pub fn packed_bytes(rows: usize, cols: usize) -> Result<usize, QuantError> {
+    row_bytes(GgmlType::Q4K, cols)?;
+    Ok(rows.div_ceil(ROWS) * (cols / QK_K) * GROUP_SB_BYTES)
+}
+
+/// Packs whole groups: `src` holds up to `16 · groups` rows of `cols` elements (the last group
+/// may be short), `dst` exactly `groups` packed groups.
+pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
+    let rb = row_bytes(GgmlType::Q4K, cols)?;
+    let nsb = cols / QK_K;
+    let gb = nsb * GROUP_SB_BYTES;
+    let rows = src.len().checked_div(rb).unwrap_or(0);
+    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q4K,
+            what: "the packed matrix",
+            unit: "bytes",
+            expected: rows.div_ceil(ROWS) * gb,
+            got: dst.len(),
+        });
+    }
+    dst.fill(0);
+    for (r, row) in src.chunks_exact(rb).enumerate() {
+        let (g, lane) = (r / ROWS, r % ROWS);
+        for (s, wb) in row.chunks_exact(Q4_K_BYTES).enumerate() {
+            let p = &mut dst[g * gb + s * GROUP_SB_BYTES..][..GROUP_SB_BYTES];
+            for (i, &byte) in wb[16..144].iter().enumerate() {
+                // i = 32·chunk + 4j + b.
+                let (cj, b) = (i / 4, i % 4);
+                p[cj * 64 + lane * 4 + b] = byte;
+            }
+            let scales = &wb[4..16];
+            for sub in 0..8 {
+                let (sc, mn) = scale_min(sub, scales);
+                p[SC + sub * ROWS + lane] = sc;
+                p[MN + sub * ROWS + lane] = mn;
+            }
+            p[D + 2 * lane..D + 2 * lane + 2].copy_from_slice(&wb[0..2]);
+            p[DMIN + 2 * lane..DMIN + 2 * lane + 2].copy_from_slice(&wb[2..4]);
+        }
+    }
+    Ok(())
+}
+
+/// `get_scale_min_k4`.
+fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Row `lane` of a packed group back in GGUF's Q4_K layout (scales re-encoded).
+fn unpack_row(group: &[u8], nsb: usize, lane: usize) -> Vec<u8> {
+    let mut row = vec![0u8; nsb * Q4_K_BYTES];
+    for (s, wb) in row.chunks_exact_mut(Q4_K_BYTES).enumerate() {
+        let p = &group[s * GROUP_SB_BYTES..][..GROUP_SB_BYTES];
+        wb[0..2].copy_from_slice(&p[D + 2 * lane..D + 2 * lane + 2]);
+        wb[2..4].copy_from_slice(&p[DMIN + 2 * lane..DMIN + 2 * lane + 2]);
+        let sc: [u8; 8] = std::array::from_fn(|j| p[SC + j * ROWS + lane]);
+        let mn: [u8; 8] = std::array::from_fn(|j| p[MN + j * ROWS + lane]);
+        for j in 0..4 {
+            wb[4 + j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+            wb[8 + j] = mn[j] | ((mn[j + 4] >> 4) << 6);
+            wb[12 + j] = (sc[j + 4] & 0x0f) | ((mn[j + 4] & 0x0f) << 4);
+        }
+        for i in 0..128 {
+            wb[16 + i] = p[(i / 4) * 64 + lane * 4 + i % 4];
+        }
+    }
+    row
+}
+
+fn check(
+    packed: &[u8],
+    cols: usize,
+    acts: usize,
+    n_tok: usize,
+    out: usize,
+) -> Result<usize, QuantError> {
+    let nsb = cols / QK_K;
+    let ab = row_bytes(GgmlType::Q8K, cols)?;
+    let gb = nsb * GROUP_SB_BYTES;
+    let rows = out.checked_div(n_tok).unwrap_or(0);
+    if gb == 0
+        || rows * n_tok != out
+        || packed.len() != rows.div_ceil(ROWS) * gb
+        || acts != ab * n_tok
+    {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q4K,
+            what: "the packed rows, activations or output",
+            unit: "bytes",
+            expected: rows.div_ceil(ROWS) * gb,
+            got: packed.len(),
+        });
+    }
+    Ok(rows)
+}
+
+/// `out[r] = w[r] · a` (one Q8_K activation) for the rows of the packed groups in `packed`,
+/// `out.len()` of them, in the GEMV's float order. Single-threaded.
+pub fn gemv(packed: &[u8], cols: usize, a: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    gemv_isa(active_isa(), packed, cols, a, out)
+}
+
+/// [`gemv`] at a given ISA level (capped by what the CPU has).
+pub fn gemv_isa(
+    isa: Isa,
+    packed: &[u8],
+    cols: usize,
+    a: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let rows = check(packed, cols, a.len(), 1, out.len())?;
+    let nsb = cols / QK_K;
+    #[cfg(target_arch = "x86_64")]
+    if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
+        let q8s = simd::bsum_pairs(a);
+        let mut lanes = [0f32; ROWS];
+        for (g, group) in packed.chunks_exact(nsb * GROUP_SB_BYTES).enumerate() {
+            // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+            unsafe { simd::dot16(group, nsb, a, &q8s, false, &mut lanes) };
+            let n = ROWS.min(rows - g * ROWS);
+            out[g * ROWS..g * ROWS + n].copy_from_slice(&lanes[..n]);
+        }
+        return Ok(());
+    }
+    let _ = isa;
+    for (r, o) in out.iter_mut().enumerate() {
+        let group = &packed[(r / ROWS) * nsb * GROUP_SB_BYTES..][..nsb * GROUP_SB_BYTES];
+        *o = dot_q4_k_repacked(&unpack_row(group, nsb, r % ROWS), a, false);
+    }
+    Ok(())
+}
+
+/// `out[r * n_tok + t] = w[r] · acts[t]` for the rows of the packed groups in `packed`
+/// (`out.len() / n_tok` of them); tokens `t < n_gemm` take the GEMM's float order, the rest
+/// the GEMV's. Single-threaded.
+pub fn gemm(
+    packed: &[u8],
+    cols: usize,
+    acts: &KActs,
+    n_gemm: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    gemm_isa(active_isa(), packed, cols, acts, n_gemm, out)
+}
+
+/// [`gemm`] at a given ISA level (capped by what the CPU has).
+pub fn gemm_isa(
+    isa: Isa,
+    packed: &[u8],
+    cols: usize,
+    acts: &KActs,
+    n_gemm: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let (data, n_tok) = (acts.data(), acts.n_tok());
+    let rows = check(packed, cols, data.len(), n_tok, out.len())?;
+    let nsb = cols / QK_K;
+    let ab = nsb * Q8_K_BYTES;
+    #[cfg(target_arch = "x86_64")]
+    if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
+        let q8s: Vec<Vec<[i32; 8]>> = data.chunks_exact(ab).map(simd::bsum_pairs).collect();
+        let mut lanes = [0f32; ROWS];
+        for (g, group) in packed.chunks_exact(nsb * GROUP_SB_BYTES).enumerate() {
+            let n = ROWS.min(rows - g * ROWS);
+            for (t, (a, q8s)) in data.chunks_exact(ab).zip(&q8s).enumerate() {
+                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+                unsafe { simd::dot16(group, nsb, a, q8s, t < n_gemm, &mut lanes) };
+                for (i, &v) in lanes[..n].iter().enumerate() {
+                    out[(g * ROWS + i) * n_tok + t] = v;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let _ = isa;
+    for r in 0..rows {
+        let group = &packed[(r / ROWS) * nsb * GROUP_SB_BYTES..][..nsb * GROUP_SB_BYTES];
+        let row = unpack_row(group, nsb, r % ROWS);
+        for (t, a) in data.chunks_exact(ab).enumerate() {
+            out[r * n_tok + t] = dot_q4_k_repacked(&row, a, t < n_gemm);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Per super-block of a Q8_K activation: `bsum(2k) + bsum(2k + 1)`, k = 0..8.
+    pub(super) fn bsum_pairs(a: &[u8]) -> Vec<[i32; 8]> {
+        let bsum =
+            |ab: &[u8], i: usize| i16::from_le_bytes([ab[260 + 2 * i], ab[261 + 2 * i]]) as i32;
+        a.chunks_exact(Q8_K_BYTES)
+            .map(|ab| std::array::from_fn(|k| bsum(ab, 2 * k) + bsum(ab, 2 * k + 1)))
+            .collect()
+    }
+
+    /// The 16 rows of one packed group · one Q8_K activation, lane = row; `gemm` picks the
+    /// GEMM's float order (one FMA per 64-element chunk) over the GEMV's (one per super-block).
+    /// The integer sums are exact, so each lane equals [`dot_q4_k_repacked`] on its row.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn dot16(
+        group: &[u8],
+        nsb: usize,
+        a: &[u8],
+        q8s: &[[i32; 8]],
+        gemm: bool,
+        out: &mut [f32; ROWS],
+    ) {
+        assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nsb * Q8_K_BYTES);
+        assert!(q8s.len() >= nsb);
+        let m4 = _mm512_set1_epi8(0x0f);
+        let (mut acc, mut acc_min) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for (s, q8) in q8s.iter().enumerate().take(nsb) {
+            // SAFETY (every raw load below): `p` is one whole packed super-block
+            // (GROUP_SB_BYTES, asserted above) and `ab` one whole Q8_K block; offsets stay
+            // inside them.
+            let p = unsafe { group.as_ptr().add(s * GROUP_SB_BYTES) };
+            let ab = unsafe { a.as_ptr().add(s * Q8_K_BYTES) };
+            let da = _mm512_set1_ps(f32::from_le_bytes(unsafe { *(ab as *const [u8; 4]) }));
+            let half = |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(at).cast())) };
+            let dd = _mm512_mul_ps(half(D), da);
+            let dm = _mm512_mul_ps(half(DMIN), da);
+            let qa = unsafe { ab.add(4) };
+            let y =
+                |k: usize| unsafe { _mm512_set1_epi32((qa.add(k) as *const i32).read_unaligned()) };
+            let bytes16 =
+                |at: usize| unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(at).cast())) };
+            let (mut isum, mut imin) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for c in 0..4 {
+                let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for j in 0..8 {
+                    let x = unsafe { _mm512_loadu_si512(p.add((c * 8 + j) * 64).cast()) };
+                    let l = _mm512_and_si512(x, m4);
+                    let h = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                    lo = _mm512_dpbusd_epi32(lo, l, y(64 * c + 4 * j));
+                    hi = _mm512_dpbusd_epi32(hi, h, y(64 * c + 32 + 4 * j));
+                }
+                let (sub_lo, sub_hi) = (2 * c * ROWS, (2 * c + 1) * ROWS);
+                let pair = _mm512_add_epi32(
+                    _mm512_mullo_epi32(lo, bytes16(SC + sub_lo)),
+                    _mm512_mullo_epi32(hi, bytes16(SC + sub_hi)),
+                );
+                let pmin = _mm512_add_epi32(
+                    _mm512_mullo_epi32(bytes16(MN + sub_lo), _mm512_set1_epi32(q8[2 * c])),
+                    _mm512_mullo_epi32(bytes16(MN + sub_hi), _mm512_set1_epi32(q8[2 * c + 1])),
+                );
+                if gemm {
+                    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair), dd, acc);
+                    acc_min = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pmin), dm, acc_min);
+                } else {
+                    isum = _mm512_add_epi32(isum, pair);
+                    imin = _mm512_add_epi32(imin, pmin);
+                }
+            }
+            if !gemm {
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
+                acc_min = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dm, acc_min);
+            }
+        }
+        // SAFETY: `out` holds 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, acc_min)) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize_matrix;
+
+    #[test]
+    fn pack_unpack_round_trips() {
+        let (rows, cols) = (21, 512);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        let wq = quantize_matrix(GgmlType::Q4K, &w, rows, cols).unwrap();
+        let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
+        pack(&wq, cols, &mut p).unwrap();
+        let rb = wq.len() / rows;
+        let gb = 2 * GROUP_SB_BYTES;
+        for r in 0..rows {
+            let row = unpack_row(&p[(r / ROWS) * gb..][..gb], 2, r % ROWS);
+            assert_eq!(row, wq[r * rb..(r + 1) * rb], "row {r}");
+        }
+        assert_eq!(p.len(), 2 * gb);
+    }
+
+    /// Every ISA, GEMV and GEMM (both orders), equal bit for bit to the scalar order on the
+    /// original rows, including a short last group.
+    #[test]
+    fn packed_products_equal_the_repacked_order_bit_for_bit() {
+        for (rows, cols, n_tok) in [(16, 256, 1), (21, 512, 7), (40, 2048, 9)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| (i as f32 * 0.13).cos() * 3.0)
+                .collect();
+            let wq = quantize_matrix(GgmlType::Q4K, &w, rows, cols).unwrap();
+            let rb = wq.len() / rows;
+            let ab = row_bytes(GgmlType::Q8K, cols).unwrap();
+            let mut acts = vec![0u8; n_tok * ab];
+            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
+                crate::quantize_act(GgmlType::Q4K, row, dst).unwrap();
+            }
+            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
+            pack(&wq, cols, &mut p).unwrap();
+            let n_gemm = n_tok - n_tok % 4;
+            let kacts = KActs::from_quantized(cols, acts.clone()).unwrap();
+            for isa in crate::available_isas() {
+                let mut got = vec![0f32; rows * n_tok];
+                gemm_isa(isa, &p, cols, &kacts, n_gemm, &mut got).unwrap();
+                let mut one = vec![0f32; rows];
+                gemv_isa(isa, &p, cols, &acts[..ab], &mut one).unwrap();
+                for r in 0..rows {
+                    let row = &wq[r * rb..(r + 1) * rb];
+                    for t in 0..n_tok {
+                        let want = dot_q4_k_repacked(row, &acts[t * ab..(t + 1) * ab], t < n_gemm);
+                        assert_eq!(
+                            got[r * n_tok + t].to_bits(),
+                            want.to_bits(),
+                            "{isa} r{r} t{t}"
+                        );
+                    }
+                    let want = dot_q4_k_repacked(row, &acts[..ab], false);
+                    assert_eq!(one[r].to_bits(), want.to_bits(), "{isa} gemv r{r}");
+                }
+            }
+        }
+        assert!(gemv(&[0u8; 10], 256, &[0u8; 292], &mut [0f32; 1]).is_err());
+    }
+}
