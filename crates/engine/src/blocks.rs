@@ -129,30 +129,26 @@ impl Step<'_> {
         self.linear(&layer.wo, layer.bo.as_ref(), &out)
     }
 
-    /// The gated MLP on normed input `x`.
+    /// The gated MLP on normed input `x`. The gate's buffer takes `act(gate) * up` in place and
+    /// `up` is freed before the down projection, so a long batch holds two `n_ff`-wide buffers
+    /// at most.
     pub fn mlp(&self, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
         let up = self.linear(&layer.up, layer.up_b.as_ref(), x)?;
-        let gate = self.linear(&layer.gate, layer.gate_b.as_ref(), x)?;
-        let mut h = vec![0f32; up.len()];
+        let mut h = self.linear(&layer.gate, layer.gate_b.as_ref(), x)?;
         let n_ff = layer.up.rows;
         // Tokens split across threads (a row at a time: the same per-row function).
         self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
-            let n = piece.len();
-            let (g, u) = (
-                &gate[t0 * n_ff..t0 * n_ff + n],
-                &up[t0 * n_ff..t0 * n_ff + n],
-            );
-            for ((g, u), o) in g
-                .chunks_exact(n_ff)
-                .zip(u.chunks_exact(n_ff))
-                .zip(piece.chunks_exact_mut(n_ff))
-            {
+            let u = &up[t0 * n_ff..t0 * n_ff + piece.len()];
+            let mut out = vec![0f32; n_ff];
+            for (g, u) in piece.chunks_exact_mut(n_ff).zip(u.chunks_exact(n_ff)) {
                 match glu {
-                    Glu::Swiglu => act::swiglu(g, u, o),
-                    Glu::Geglu => act::geglu(g, u, o),
+                    Glu::Swiglu => act::swiglu(g, u, &mut out),
+                    Glu::Geglu => act::geglu(g, u, &mut out),
                 }
+                g.copy_from_slice(&out);
             }
         });
+        drop(up);
         self.linear(&layer.down, layer.down_b.as_ref(), &h)
     }
 

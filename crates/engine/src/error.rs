@@ -45,6 +45,10 @@ pub enum EngineError {
     #[error("{0}")]
     Quant(#[from] QuantError),
 
+    /// The operating system refused memory or a mapping.
+    #[error("{0}")]
+    Io(String),
+
     /// Session options that cannot work together or with this model.
     #[error("{0}")]
     Options(String),

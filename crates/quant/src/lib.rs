@@ -41,7 +41,7 @@ pub mod gemm_k;
 pub mod gemm_q4;
 mod isa;
 mod kquant;
-pub mod packed_q4_k;
+pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

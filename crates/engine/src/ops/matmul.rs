@@ -56,8 +56,8 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     if n_tok == 0 {
         return Ok(());
     }
-    if let (Some(packed), GgmlType::Q4K) = (w.packed, w.ty) {
-        return packed_q4_k(threads, w, packed, x, n_tok, out);
+    if let Some(packed) = w.packed {
+        return packed_rows(threads, w, packed, x, n_tok, out);
     }
     let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
     if n_tok > 1 && order == Order::VecDot && hearth_quant::gemm::gemm_supported(w.ty) {
@@ -205,9 +205,9 @@ fn batched_k(
 
 /// Several tokens through `hearth_quant::gemm` (each weight block unpacked once for all of
 /// them; bit-identical to one `vec_dot` per pair).
-/// A Q4_K matrix repacked in 16-row groups (llama.cpp's repacked order): GEMV for one token,
-/// GEMM for more; threads split the groups.
-fn packed_q4_k(
+/// A matrix repacked in 16-row groups (`hearth_quant::packed`, llama.cpp's repacked orders):
+/// threads split the groups.
+fn packed_rows(
     threads: &Threads,
     w: MatRef,
     packed: &[u8],
@@ -215,36 +215,45 @@ fn packed_q4_k(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    use hearth_quant::packed_q4_k::{self as pk, ROWS};
-    let gb = pk::packed_bytes(ROWS, w.cols)?;
-    let groups = |r0: usize, n: usize| &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
-    let err = std::sync::Mutex::new(None);
+    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k};
+    let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
     let acts = quantize_rows(threads, w.ty, x, w.cols)?;
-    if n_tok == 1 {
-        threads.chunks(out, 1, ROWS, |r0, piece| {
-            if let Err(e) = pk::gemv(groups(r0, piece.len()), w.cols, &acts, piece) {
-                *err.lock().unwrap() = Some(e);
-            }
-        });
-        return match err.into_inner().unwrap() {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
+    let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
+    let err = std::sync::Mutex::new(None);
+    let product = |g: &[u8], o: &mut Out| {
+        let r = match w.ty {
+            GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
+            _ => q4_0::gemm(g, w.cols, &acts, o),
         };
-    }
-    let acts = hearth_quant::gemm_k::KActs::from_quantized(w.cols, acts)?;
-    let n_gemm = n_tok - n_tok % 4;
-    let mut out_t = vec![0f32; w.rows * n_tok];
-    threads.chunks(&mut out_t, n_tok, ROWS, |r0, piece| {
-        let rows = piece.len() / n_tok;
-        if let Err(e) = pk::gemm(groups(r0, rows), w.cols, &acts, n_gemm, piece) {
+        if let Err(e) = r {
             *err.lock().unwrap() = Some(e);
         }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e.into());
+    };
+    let groups = |r0: usize, n: usize| &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
+    if n_tok == 1 {
+        threads.chunks(out, 1, ROWS, |r0, piece| {
+            let n = piece.len();
+            match Out::token_major(piece, n) {
+                Ok(mut o) => product(groups(r0, n), &mut o),
+                Err(e) => *err.lock().unwrap() = Some(e),
+            }
+        });
+    } else {
+        // A batch: rows write their tokens in a few streams, then one tiled transpose.
+        let mut out_t = vec![0f32; w.rows * n_tok];
+        threads.chunks(&mut out_t, n_tok, ROWS, |r0, piece| {
+            let n = piece.len() / n_tok;
+            match Out::row_major(piece, n) {
+                Ok(mut o) => product(groups(r0, n), &mut o),
+                Err(e) => *err.lock().unwrap() = Some(e),
+            }
+        });
+        transpose(threads, &out_t, n_tok, w.rows, out);
     }
-    transpose(threads, &out_t, n_tok, w.rows, out);
-    Ok(())
+    match err.into_inner().unwrap() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 fn batched(threads: &Threads, w: MatRef, x: &[f32], n_tok: usize, out: &mut [f32]) -> Result<()> {

@@ -1,6 +1,5 @@
-//! Q4_K matrices repacked 16 rows at a time, for products with one float lane per weight row
-//! (the layout idea of llama.cpp's `block_q4_Kx8`, our own arrangement), in the float order of
-//! llama.cpp's repacked Q4_K kernels (`ggml_gemv/gemm_q4_K_8x8_q8_K`, see [`crate::gemm_k`]).
+//! Q4_K matrices in groups of 16 rows (see [`crate::packed`]), in the float order of llama.cpp's
+//! repacked Q4_K kernels (`ggml_gemv/gemm_q4_K_8x8_q8_K`, see [`crate::gemm_k`]).
 //!
 //! Per group of 16 rows and per 256-element super-block, [`GROUP_SB_BYTES`] bytes:
 //! - the quants, `[chunk 0..4][j 0..8][row 0..16][4 bytes]`: byte `b` of row `r` is byte
@@ -14,12 +13,11 @@
 //! can drop the mapped original from memory once the copy is made. Rows past the matrix's last
 //! in its last group are zero.
 
-use crate::gemm_k::{KActs, dot_q4_k_repacked};
+use crate::gemm_k::dot_q4_k_repacked;
 use crate::isa::{Isa, active_isa};
 use crate::{GgmlType, QK_K, QuantError, row_bytes};
 
-/// Rows per group.
-pub const ROWS: usize = 16;
+use super::{Out, ROWS};
 const Q4_K_BYTES: usize = 144;
 const Q8_K_BYTES: usize = 292;
 const Q_BYTES: usize = QK_K / 2 * ROWS;
@@ -108,78 +106,22 @@ fn unpack_row(group: &[u8], nsb: usize, lane: usize) -> Vec<u8> {
     row
 }
 
-fn check(
-    packed: &[u8],
-    cols: usize,
-    acts: usize,
-    n_tok: usize,
-    out: usize,
-) -> Result<usize, QuantError> {
-    let nsb = cols / QK_K;
+fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, QuantError> {
     let ab = row_bytes(GgmlType::Q8K, cols)?;
-    let gb = nsb * GROUP_SB_BYTES;
-    let rows = out.checked_div(n_tok).unwrap_or(0);
-    if gb == 0
-        || rows * n_tok != out
-        || packed.len() != rows.div_ceil(ROWS) * gb
-        || acts != ab * n_tok
-    {
-        return Err(QuantError::Length {
-            ty: GgmlType::Q4K,
-            what: "the packed rows, activations or output",
-            unit: "bytes",
-            expected: rows.div_ceil(ROWS) * gb,
-            got: packed.len(),
-        });
-    }
-    Ok(rows)
+    let gb = cols / QK_K * GROUP_SB_BYTES;
+    super::check(GgmlType::Q4K, packed.len(), gb, acts, ab, out)
 }
 
-/// `out[r] = w[r] · a` (one Q8_K activation) for the rows of the packed groups in `packed`,
-/// `out.len()` of them, in the GEMV's float order. Single-threaded.
-pub fn gemv(packed: &[u8], cols: usize, a: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    gemv_isa(active_isa(), packed, cols, a, out)
-}
-
-/// [`gemv`] at a given ISA level (capped by what the CPU has).
-pub fn gemv_isa(
-    isa: Isa,
-    packed: &[u8],
-    cols: usize,
-    a: &[u8],
-    out: &mut [f32],
-) -> Result<(), QuantError> {
-    let rows = check(packed, cols, a.len(), 1, out.len())?;
-    let nsb = cols / QK_K;
-    #[cfg(target_arch = "x86_64")]
-    if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let q8s = simd::bsum_pairs(a);
-        let mut lanes = [0f32; ROWS];
-        for (g, group) in packed.chunks_exact(nsb * GROUP_SB_BYTES).enumerate() {
-            // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-            unsafe { simd::dot16(group, nsb, a, &q8s, false, &mut lanes) };
-            let n = ROWS.min(rows - g * ROWS);
-            out[g * ROWS..g * ROWS + n].copy_from_slice(&lanes[..n]);
-        }
-        return Ok(());
-    }
-    let _ = isa;
-    for (r, o) in out.iter_mut().enumerate() {
-        let group = &packed[(r / ROWS) * nsb * GROUP_SB_BYTES..][..nsb * GROUP_SB_BYTES];
-        *o = dot_q4_k_repacked(&unpack_row(group, nsb, r % ROWS), a, false);
-    }
-    Ok(())
-}
-
-/// `out[r * n_tok + t] = w[r] · acts[t]` for the rows of the packed groups in `packed`
-/// (`out.len() / n_tok` of them); tokens `t < n_gemm` take the GEMM's float order, the rest
-/// the GEMV's. Single-threaded.
+/// `w[r] · acts[t]` for the `out.rows()` rows of the packed groups in `packed` and the
+/// `out.n_tok()` Q8_K activation rows in `acts`, into `out`; tokens `t < n_gemm` take the
+/// GEMM's float order, the rest the GEMV's (a decode step is one token, `n_gemm` 0).
+/// Single-threaded.
 pub fn gemm(
     packed: &[u8],
     cols: usize,
-    acts: &KActs,
+    acts: &[u8],
     n_gemm: usize,
-    out: &mut [f32],
+    out: &mut Out,
 ) -> Result<(), QuantError> {
     gemm_isa(active_isa(), packed, cols, acts, n_gemm, out)
 }
@@ -189,36 +131,31 @@ pub fn gemm_isa(
     isa: Isa,
     packed: &[u8],
     cols: usize,
-    acts: &KActs,
+    acts: &[u8],
     n_gemm: usize,
-    out: &mut [f32],
+    out: &mut Out,
 ) -> Result<(), QuantError> {
-    let (data, n_tok) = (acts.data(), acts.n_tok());
-    let rows = check(packed, cols, data.len(), n_tok, out.len())?;
+    let rows = check(packed, cols, acts.len(), out)?;
     let nsb = cols / QK_K;
-    let ab = nsb * Q8_K_BYTES;
+    let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let q8s: Vec<Vec<[i32; 8]>> = data.chunks_exact(ab).map(simd::bsum_pairs).collect();
+        let q8s: Vec<Vec<[i32; 8]>> = acts.chunks_exact(ab).map(simd::bsum_pairs).collect();
         let mut lanes = [0f32; ROWS];
-        for (g, group) in packed.chunks_exact(nsb * GROUP_SB_BYTES).enumerate() {
-            let n = ROWS.min(rows - g * ROWS);
-            for (t, (a, q8s)) in data.chunks_exact(ab).zip(&q8s).enumerate() {
+        for (g, group) in packed.chunks_exact(gb).enumerate() {
+            for (t, (a, q8s)) in acts.chunks_exact(ab).zip(&q8s).enumerate() {
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
                 unsafe { simd::dot16(group, nsb, a, q8s, t < n_gemm, &mut lanes) };
-                for (i, &v) in lanes[..n].iter().enumerate() {
-                    out[(g * ROWS + i) * n_tok + t] = v;
-                }
+                out.put(t, g * ROWS, &lanes);
             }
         }
         return Ok(());
     }
     let _ = isa;
     for r in 0..rows {
-        let group = &packed[(r / ROWS) * nsb * GROUP_SB_BYTES..][..nsb * GROUP_SB_BYTES];
-        let row = unpack_row(group, nsb, r % ROWS);
-        for (t, a) in data.chunks_exact(ab).enumerate() {
-            out[r * n_tok + t] = dot_q4_k_repacked(&row, a, t < n_gemm);
+        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nsb, r % ROWS);
+        for (t, a) in acts.chunks_exact(ab).enumerate() {
+            out.put(t, r, &[dot_q4_k_repacked(&row, a, t < n_gemm)]);
         }
     }
     Ok(())
@@ -348,18 +285,33 @@ mod tests {
             let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
             pack(&wq, cols, &mut p).unwrap();
             let n_gemm = n_tok - n_tok % 4;
-            let kacts = KActs::from_quantized(cols, acts.clone()).unwrap();
             for isa in crate::available_isas() {
                 let mut got = vec![0f32; rows * n_tok];
-                gemm_isa(isa, &p, cols, &kacts, n_gemm, &mut got).unwrap();
+                gemm_isa(
+                    isa,
+                    &p,
+                    cols,
+                    &acts,
+                    n_gemm,
+                    &mut Out::token_major(&mut got, rows).unwrap(),
+                )
+                .unwrap();
                 let mut one = vec![0f32; rows];
-                gemv_isa(isa, &p, cols, &acts[..ab], &mut one).unwrap();
+                gemm_isa(
+                    isa,
+                    &p,
+                    cols,
+                    &acts[..ab],
+                    0,
+                    &mut Out::token_major(&mut one, rows).unwrap(),
+                )
+                .unwrap();
                 for r in 0..rows {
                     let row = &wq[r * rb..(r + 1) * rb];
                     for t in 0..n_tok {
                         let want = dot_q4_k_repacked(row, &acts[t * ab..(t + 1) * ab], t < n_gemm);
                         assert_eq!(
-                            got[r * n_tok + t].to_bits(),
+                            got[t * rows + r].to_bits(),
                             want.to_bits(),
                             "{isa} r{r} t{t}"
                         );
@@ -369,6 +321,8 @@ mod tests {
                 }
             }
         }
-        assert!(gemv(&[0u8; 10], 256, &[0u8; 292], &mut [0f32; 1]).is_err());
+        let mut one = [0f32; 1];
+        let mut out = Out::token_major(&mut one, 1).unwrap();
+        assert!(gemm(&[0u8; 10], 256, &[0u8; 292], 0, &mut out).is_err());
     }
 }

@@ -1,0 +1,246 @@
+//! Q4_0 matrices in groups of 16 rows (see [`crate::packed`]), in the float order of llama.cpp's
+//! repacked Q4_0 kernels (`ggml_gemv/gemm_q4_0_8x8_q8_0`, see [`crate::gemm_q4`]): per block
+//! `isum = Σ (q − 8)·y` exactly, then `acc = fma(f32(isum), d_w · d_a, acc)`, block after block.
+//!
+//! Per group and per 32-element block, [`GROUP_BLOCK_BYTES`] (= 16 × 18, the original size):
+//! the quants `[j 0..4][row 0..16][4 bytes]` (byte `b` of row `r` is byte `4j + b` of that
+//! row's `qs`: low nibble element `4j + b`, high nibble element `16 + 4j + b`), then `d` of each
+//! row as f16.
+
+use super::{Out, ROWS};
+use crate::gemm_q4::dot_scalar;
+use crate::isa::{Isa, active_isa};
+use crate::{GgmlType, QuantError, row_bytes};
+
+const QK: usize = 32;
+const Q4_0_BYTES: usize = 18;
+const Q8_0_BYTES: usize = 34;
+const D: usize = 64 * 4;
+/// Bytes of one block of one group of 16 rows.
+pub const GROUP_BLOCK_BYTES: usize = D + 2 * ROWS;
+
+/// Bytes of a packed `rows × cols` Q4_0 matrix.
+pub fn packed_bytes(rows: usize, cols: usize) -> Result<usize, QuantError> {
+    row_bytes(GgmlType::Q4_0, cols)?;
+    Ok(rows.div_ceil(ROWS) * (cols / QK) * GROUP_BLOCK_BYTES)
+}
+
+/// Packs up to `16 · groups` rows (`src`, `cols` elements each; the last group may be short)
+/// into exactly `groups` packed groups (`dst`).
+pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
+    let rb = row_bytes(GgmlType::Q4_0, cols)?;
+    let gb = cols / QK * GROUP_BLOCK_BYTES;
+    let rows = src.len().checked_div(rb).unwrap_or(0);
+    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q4_0,
+            what: "the packed matrix",
+            unit: "bytes",
+            expected: rows.div_ceil(ROWS) * gb,
+            got: dst.len(),
+        });
+    }
+    dst.fill(0);
+    for (r, row) in src.chunks_exact(rb).enumerate() {
+        let (g, lane) = (r / ROWS, r % ROWS);
+        for (b, wb) in row.chunks_exact(Q4_0_BYTES).enumerate() {
+            let p = &mut dst[g * gb + b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+            for (i, &byte) in wb[2..].iter().enumerate() {
+                p[(i / 4) * 64 + lane * 4 + i % 4] = byte;
+            }
+            p[D + 2 * lane..D + 2 * lane + 2].copy_from_slice(&wb[..2]);
+        }
+    }
+    Ok(())
+}
+
+/// Row `lane` of a packed group back in GGUF's Q4_0 layout.
+fn unpack_row(group: &[u8], nb: usize, lane: usize) -> Vec<u8> {
+    let mut row = vec![0u8; nb * Q4_0_BYTES];
+    for (b, wb) in row.chunks_exact_mut(Q4_0_BYTES).enumerate() {
+        let p = &group[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+        wb[..2].copy_from_slice(&p[D + 2 * lane..D + 2 * lane + 2]);
+        for i in 0..16 {
+            wb[2 + i] = p[(i / 4) * 64 + lane * 4 + i % 4];
+        }
+    }
+    row
+}
+
+fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, QuantError> {
+    let ab = row_bytes(GgmlType::Q8_0, cols)?;
+    row_bytes(GgmlType::Q4_0, cols)?;
+    let gb = cols / QK * GROUP_BLOCK_BYTES;
+    super::check(GgmlType::Q4_0, packed.len(), gb, acts, ab, out)
+}
+
+/// `w[r] · acts[t]` for the `out.rows()` rows of the packed groups in `packed` and the
+/// `out.n_tok()` Q8_0 activation rows in `acts`, into `out` (one token is the GEMV).
+/// Single-threaded.
+pub fn gemm(packed: &[u8], cols: usize, acts: &[u8], out: &mut Out) -> Result<(), QuantError> {
+    gemm_isa(active_isa(), packed, cols, acts, out)
+}
+
+/// [`gemm`] at a given ISA level (capped by what the CPU has).
+pub fn gemm_isa(
+    isa: Isa,
+    packed: &[u8],
+    cols: usize,
+    acts: &[u8],
+    out: &mut Out,
+) -> Result<(), QuantError> {
+    let rows = check(packed, cols, acts.len(), out)?;
+    let (ab, n_tok) = (row_bytes(GgmlType::Q8_0, cols)?, out.n_tok());
+    let nb = cols / QK;
+    let gb = nb * GROUP_BLOCK_BYTES;
+    #[cfg(target_arch = "x86_64")]
+    if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
+        // Per token and block: -8 Σ y (the offset of the unsigned nibbles).
+        let neg: Vec<i32> = acts
+            .chunks_exact(Q8_0_BYTES)
+            .map(|b| -8 * b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>())
+            .collect();
+        let mut lanes = [[0f32; ROWS]; simd::T];
+        for (g, group) in packed.chunks_exact(gb).enumerate() {
+            let mut t0 = 0;
+            while t0 < n_tok {
+                // Up to T tokens share each load and unpacking of the weights.
+                let nt = simd::T.min(n_tok - t0);
+                let a = &acts[t0 * ab..(t0 + nt) * ab];
+                let ng = &neg[t0 * nb..(t0 + nt) * nb];
+                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+                unsafe { simd::dot16(group, nb, a, ng, nt, &mut lanes) };
+                for (dt, l) in lanes[..nt].iter().enumerate() {
+                    out.put(t0 + dt, g * ROWS, l);
+                }
+                t0 += nt;
+            }
+        }
+        return Ok(());
+    }
+    let _ = isa;
+    for r in 0..rows {
+        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nb, r % ROWS);
+        for (t, a) in acts.chunks_exact(ab).enumerate() {
+            out.put(t, r, &[dot_scalar(&row, a)]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Tokens handled together.
+    pub(super) const T: usize = 4;
+
+    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`neg[t·nb + b]
+    /// = -8 Σ y` of their blocks), lane = row, one output per token.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn dot16(
+        group: &[u8],
+        nb: usize,
+        a: &[u8],
+        neg: &[i32],
+        nt: usize,
+        out: &mut [[f32; ROWS]; T],
+    ) {
+        assert!((1..=T).contains(&nt));
+        assert!(group.len() >= nb * GROUP_BLOCK_BYTES && a.len() >= nt * nb * Q8_0_BYTES);
+        assert!(neg.len() >= nt * nb);
+        let m4 = _mm512_set1_epi8(0x0f);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            // SAFETY (raw loads below): `p` is one whole packed block and `y(t)` one whole Q8_0
+            // block of token t < nt (asserted above); offsets stay inside them.
+            let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for j in 0..4 {
+                let x = unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) };
+                lo[j] = _mm512_and_si512(x, m4);
+                hi[j] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+            }
+            let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D).cast())) };
+            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+                let y = unsafe { a.as_ptr().add((t * nb + b) * Q8_0_BYTES) };
+                let ys = |k: usize| unsafe {
+                    _mm512_set1_epi32((y.add(2 + k) as *const i32).read_unaligned())
+                };
+                let mut isum = _mm512_set1_epi32(neg[t * nb + b]);
+                for j in 0..4 {
+                    isum = _mm512_dpbusd_epi32(isum, lo[j], ys(4 * j));
+                    isum = _mm512_dpbusd_epi32(isum, hi[j], ys(16 + 4 * j));
+                }
+                let da = crate::common::f16_to_f32(u16::from_le_bytes(unsafe {
+                    *(y as *const [u8; 2])
+                }));
+                let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc).take(nt) {
+            // SAFETY: `o` holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize_matrix;
+
+    #[test]
+    fn packed_products_equal_the_repacked_order_bit_for_bit() {
+        for (rows, cols, n_tok) in [(16, 32, 1), (21, 512, 7), (40, 2048, 3)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| (i as f32 * 0.13).cos() * 3.0)
+                .collect();
+            let wq = quantize_matrix(GgmlType::Q4_0, &w, rows, cols).unwrap();
+            let rb = wq.len() / rows;
+            let ab = row_bytes(GgmlType::Q8_0, cols).unwrap();
+            let mut acts = vec![0u8; n_tok * ab];
+            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
+                crate::quantize_act(GgmlType::Q4_0, row, dst).unwrap();
+            }
+            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
+            pack(&wq, cols, &mut p).unwrap();
+            let gb = cols / QK * GROUP_BLOCK_BYTES;
+            for r in 0..rows {
+                let back = unpack_row(&p[(r / ROWS) * gb..][..gb], cols / QK, r % ROWS);
+                assert_eq!(back, wq[r * rb..(r + 1) * rb]);
+            }
+            for isa in crate::available_isas() {
+                let mut got = vec![0f32; rows * n_tok];
+                gemm_isa(
+                    isa,
+                    &p,
+                    cols,
+                    &acts,
+                    &mut Out::token_major(&mut got, rows).unwrap(),
+                )
+                .unwrap();
+                for r in 0..rows {
+                    for t in 0..n_tok {
+                        let want =
+                            dot_scalar(&wq[r * rb..(r + 1) * rb], &acts[t * ab..(t + 1) * ab]);
+                        assert_eq!(
+                            got[t * rows + r].to_bits(),
+                            want.to_bits(),
+                            "{isa} r{r} t{t}"
+                        );
+                    }
+                }
+            }
+        }
+        let mut one = [0f32; 1];
+        let mut out = Out::token_major(&mut one, 1).unwrap();
+        assert!(gemm(&[0u8; 10], 32, &[0u8; 34], &mut out).is_err());
+    }
+}
