@@ -23,6 +23,10 @@ pub struct LoadOptions {
     /// load, dropping the mapped originals from memory. On by default; `HEARTH_REPACK=0` turns
     /// the default off (to measure what it brings).
     pub repack: bool,
+    /// Only llama.cpp's float orders (bit-exact reproduction). Off by default: then Q5_0
+    /// matrices are repacked too and summed per block, an order llama.cpp uses for its repacked
+    /// types but not for Q5_0 (`HEARTH_EXACT=1` turns the default on).
+    pub exact: bool,
 }
 
 impl Default for LoadOptions {
@@ -30,6 +34,7 @@ impl Default for LoadOptions {
         LoadOptions {
             threads: 0,
             repack: std::env::var("HEARTH_REPACK").map_or(true, |v| v != "0"),
+            exact: std::env::var("HEARTH_EXACT").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -87,11 +92,16 @@ impl Matrix {
         }
     }
 
-    /// Repacks a matrix that llama.cpp would repack (Q4_0 or Q4_K with a row count that is a
-    /// multiple of 8) into 16-row groups, in parallel, then releases the mapped original.
-    fn repack(&mut self, file: &GgufFile, threads: &Threads) -> Result<()> {
+    /// Repacks a matrix into 16-row groups, in parallel, then releases the mapped original:
+    /// Q4_0 and Q4_K where llama.cpp repacks them (a row count that is a multiple of 8; the
+    /// same float order), and unless `exact`, Q5_0 (hearth's block order).
+    fn repack(&mut self, file: &GgufFile, threads: &Threads, exact: bool) -> Result<()> {
         use hearth_quant::packed::{self, ROWS};
-        let wanted = matches!(self.ty, GgmlType::Q4_0 | GgmlType::Q4K);
+        let wanted = match self.ty {
+            GgmlType::Q4_0 | GgmlType::Q4K => true,
+            GgmlType::Q5_0 => !exact,
+            _ => false,
+        };
         if !wanted || self.rows == 0 || !self.rows.is_multiple_of(8) || self.packed.is_some() {
             return Ok(());
         }
@@ -213,12 +223,12 @@ impl Model {
                     &mut l.up,
                     &mut l.down,
                 ] {
-                    m.repack(&file, &threads)?;
+                    m.repack(&file, &threads, opts.exact)?;
                 }
             }
             // A tied head shares the embedding rows, which lookups still read from the map.
             if !tied {
-                output.repack(&file, &threads)?;
+                output.repack(&file, &threads, opts.exact)?;
             }
         }
         let path = path.to_owned();

@@ -338,18 +338,21 @@ impl QueryForK {
 /// Output lanes of the P·V product kept in registers at once.
 const RUN: usize = 128;
 
-/// `s[tk] = Σ_dk k_t[dk][tk] · q[dk]`, one FMA per term in `dk` order, for two query rows.
+/// `s[tk] = Σ_dk k_t[dk][tk] · q[dk]`, one FMA per term in `dk` order, for four query rows
+/// (each K column load feeds four rows).
 #[inline(always)]
-fn qk_tile2(q0: &[f32], q1: &[f32], k_t: &[f32]) -> [[f32; TILE_KV]; 2] {
-    let (mut s0, mut s1) = ([0f32; TILE_KV], [0f32; TILE_KV]);
-    for ((kcol, &a), &b) in k_t.chunks_exact(TILE_KV).zip(q0).zip(q1) {
+fn qk_tile4(q: [&[f32]; 4], k_t: &[f32]) -> [[f32; TILE_KV]; 4] {
+    let mut s = [[0f32; TILE_KV]; 4];
+    for (dk, kcol) in k_t.chunks_exact(TILE_KV).enumerate() {
         let kcol: &[f32; TILE_KV] = kcol.try_into().unwrap();
-        for ((x, y), &k) in s0.iter_mut().zip(s1.iter_mut()).zip(kcol) {
-            *x = k.mul_add(a, *x);
-            *y = k.mul_add(b, *y);
+        let a = [q[0][dk], q[1][dk], q[2][dk], q[3][dk]];
+        for (tk, &k) in kcol.iter().enumerate() {
+            for r in 0..4 {
+                s[r][tk] = k.mul_add(a[r], s[r][tk]);
+            }
         }
     }
-    [s0, s1]
+    s
 }
 
 /// `a[j] += v[tk][d0 + j] · p[tk]` for every cell `tk` of the tile, in order.
@@ -359,6 +362,26 @@ fn pv_run(mut a: [f32; RUN], v32: &[f32], hd: usize, d0: usize, p: &[f32; TILE_K
         let vr: &[f32; RUN] = v32[tk * hd + d0..tk * hd + d0 + RUN].try_into().unwrap();
         for (x, &v) in a.iter_mut().zip(vr) {
             *x = v.mul_add(pt, *x);
+        }
+    }
+    a
+}
+
+/// [`pv_run`] for two query rows at once (each V load feeds both), the same order per row.
+#[inline(always)]
+fn pv_run2(
+    mut a: [[f32; RUN]; 2],
+    v32: &[f32],
+    hd: usize,
+    d0: usize,
+    p: [&[f32; TILE_KV]; 2],
+) -> [[f32; RUN]; 2] {
+    for tk in 0..TILE_KV {
+        let vr: &[f32; RUN] = v32[tk * hd + d0..tk * hd + d0 + RUN].try_into().unwrap();
+        let (p0, p1) = (p[0][tk], p[1][tk]);
+        for (j, &v) in vr.iter().enumerate() {
+            a[0][j] = v.mul_add(p0, a[0][j]);
+            a[1][j] = v.mul_add(p1, a[1][j]);
         }
     }
     a
@@ -398,49 +421,69 @@ fn flash_tiled_impl(
             continue;
         }
         let (k_t, v32) = kv.tile(kvh, ic / TILE_KV, hd);
-        // Scores of two query rows at a time (twice the independent FMA chains).
+        // Scores of four query rows at a time (a short last group repeats its last row).
         let mut r = 0;
         while r < rows {
-            let [a, b] = qk_tile2(qs[r], qs[(r + 1).min(rows - 1)], k_t);
-            kqs[r] = a;
-            if r + 1 < rows {
-                kqs[r + 1] = b;
+            let row = |i: usize| qs[(r + i).min(rows - 1)];
+            let s = qk_tile4([row(0), row(1), row(2), row(3)], k_t);
+            for (i, si) in s.into_iter().enumerate().take(rows - r) {
+                kqs[r + i] = si;
             }
-            r += 2;
+            r += 4;
         }
+        // Softmax step per row: the probabilities of the rows that see this tile.
+        let mut live = Vec::with_capacity(rows);
         for r in 0..rows {
-            let mut kq = kqs[r];
+            let kq = &mut kqs[r];
             for (tk, x) in kq.iter_mut().enumerate() {
                 *x *= heads.scale;
                 if tk >= kv_tile || !visible(positions[r], ic + tk, heads.window) {
                     *x = f32::NEG_INFINITY;
                 }
             }
-            let tile_max = act::max(&kq);
+            let tile_max = act::max(kq);
             if tile_max == f32::NEG_INFINITY {
                 continue;
             }
             let m_new = m[r].max(tile_max);
-            let acc = &mut out[r * hd..][..hd];
             if m_new > m[r] {
                 let ms = (m[r] - m_new).exp();
-                acc.iter_mut().for_each(|a| *a *= ms);
+                out[r * hd..][..hd].iter_mut().for_each(|a| *a *= ms);
                 s_sum[r] *= ms;
             }
             m[r] = m_new;
-            s_sum[r] = (s_sum[r] as f64 + act::exp_sum(&mut kq, m_new)) as f32;
-            // acc[dv] += v[tk][dv] · p[tk] in tk order, a register-sized run of dv at a time.
-            let mut runs = acc.chunks_exact_mut(RUN);
-            for (i, run) in (&mut runs).enumerate() {
-                let run: &mut [f32; RUN] = run.try_into().unwrap();
-                *run = pv_run(*run, v32, hd, i * RUN, &kq);
+            s_sum[r] = (s_sum[r] as f64 + act::exp_sum(kq, m_new)) as f32;
+            live.push(r);
+        }
+        // acc[dv] += v[tk][dv] · p[tk] in tk order, a register-sized run of dv at a time, two
+        // rows per pass over V.
+        let n_runs = hd / RUN;
+        for pair in live.chunks(2) {
+            for i in 0..n_runs {
+                let d0 = i * RUN;
+                if let [r0, r1] = *pair {
+                    let (lo, hi) = out.split_at_mut(r1 * hd);
+                    let a0: &mut [f32; RUN] = (&mut lo[r0 * hd + d0..r0 * hd + d0 + RUN])
+                        .try_into()
+                        .unwrap();
+                    let a1: &mut [f32; RUN] = (&mut hi[d0..d0 + RUN]).try_into().unwrap();
+                    [*a0, *a1] = pv_run2([*a0, *a1], v32, hd, d0, [&kqs[r0], &kqs[r1]]);
+                } else {
+                    let r0 = pair[0];
+                    let a0: &mut [f32; RUN] = (&mut out[r0 * hd + d0..r0 * hd + d0 + RUN])
+                        .try_into()
+                        .unwrap();
+                    *a0 = pv_run(*a0, v32, hd, d0, &kqs[r0]);
+                }
             }
-            let d0 = hd - runs.into_remainder().len();
-            let acc_tail = &mut out[r * hd + d0..(r + 1) * hd];
-            for (tk, &p) in kq.iter().enumerate() {
-                let vr = &v32[tk * hd + d0..(tk + 1) * hd];
-                for (a, &v) in acc_tail.iter_mut().zip(vr) {
-                    *a = v.mul_add(p, *a);
+            let d0 = n_runs * RUN;
+            for &r in pair {
+                let acc_tail = &mut out[r * hd + d0..(r + 1) * hd];
+                for (tk, &p) in kqs[r].iter().enumerate() {
+                    let vr = &v32[tk * hd + d0..(tk + 1) * hd];
+                    for (a, &v) in acc_tail.iter_mut().zip(vr) {
+                        *a = v.mul_add(p, *a);
+                    }
                 }
             }
         }

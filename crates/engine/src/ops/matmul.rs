@@ -215,14 +215,15 @@ fn packed_rows(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k};
+    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0};
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
-    let acts = quantize_rows(threads, w.ty, x, w.cols)?;
+    let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
     let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
     let err = std::sync::Mutex::new(None);
     let product = |g: &[u8], o: &mut Out| {
         let r = match w.ty {
             GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
+            GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
             _ => q4_0::gemm(g, w.cols, &acts, o),
         };
         if let Err(e) = r {

@@ -2,13 +2,15 @@
 //! per weight row (the idea of llama.cpp's repacked `block_q4_0x8`/`block_q4_Kx8`, in our own
 //! arrangement): one 64-byte load holds 4 consecutive quants of 16 rows, a `vpdpbusd` against
 //! 4 broadcast activation bytes adds 4 products to each row, and no horizontal sums are needed.
-//! Each type keeps llama.cpp's float order for that type's repacked kernels bit for bit (the
-//! integer sums are exact, the float steps per lane are the scalar ones), and a packed matrix
-//! is about as large as the original, so the engine drops the mapped original once it is made.
+//! Q4_0 and Q4_K keep llama.cpp's float order for its repacked kernels bit for bit (the integer
+//! sums are exact, the float steps per lane are the scalar ones); Q5_0, which llama.cpp does not
+//! repack, takes the same block order (hearth's fast order, see [`q5_0`]). A packed matrix is as
+//! large as the original, so the engine drops the mapped original once it is made.
 //! Rows past a matrix's last in its last group are zero.
 
 pub mod q4_0;
 pub mod q4_k;
+pub mod q5_0;
 
 use crate::{GgmlType, QuantError};
 
@@ -17,7 +19,7 @@ pub const ROWS: usize = 16;
 
 /// Whether matrices of `ty` have a packed form.
 pub fn supported(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K)
+    matches!(ty, GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q5_0)
 }
 
 /// Bytes of a packed `rows × cols` matrix of `ty`.
@@ -25,6 +27,7 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, cols: usize) -> Result<usize, Qua
     match ty {
         GgmlType::Q4_0 => q4_0::packed_bytes(rows, cols),
         GgmlType::Q4K => q4_k::packed_bytes(rows, cols),
+        GgmlType::Q5_0 => q5_0::packed_bytes(rows, cols),
         _ => Err(QuantError::Unsupported {
             ty,
             op: "repacking",
@@ -37,10 +40,73 @@ pub fn pack(ty: GgmlType, src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(),
     match ty {
         GgmlType::Q4_0 => q4_0::pack(src, cols, dst),
         GgmlType::Q4K => q4_k::pack(src, cols, dst),
+        GgmlType::Q5_0 => q5_0::pack(src, cols, dst),
         _ => Err(QuantError::Unsupported {
             ty,
             op: "repacking",
         }),
+    }
+}
+
+/// Activation rows quantized for a packed product (to Q8_0 for Q4_0/Q5_0 weights, Q8_K for
+/// Q4_K), with the per-block sums its kernels need, made once per product and shared by every
+/// thread's rows.
+pub struct Acts {
+    data: Vec<u8>,
+    n_tok: usize,
+    /// Q8_0: `Σ y` of block `b` of token `t` at `t · nb + b`. Q8_K: `bsum(2k) + bsum(2k + 1)` of
+    /// super-block `s` of token `t` at `(t · nsb + s) · 8 + k`.
+    sums: Vec<i32>,
+}
+
+impl Acts {
+    /// `data`: whole rows of `cols` elements in `vec_dot_type(weight)` format.
+    pub fn new(weight: GgmlType, cols: usize, data: Vec<u8>) -> Result<Acts, QuantError> {
+        let format = crate::vec_dot_type(weight)?;
+        let ab = crate::row_bytes(format, cols)?;
+        let n_tok = data.len().checked_div(ab).unwrap_or(0);
+        if ab == 0 || n_tok * ab != data.len() {
+            return Err(QuantError::Length {
+                ty: format,
+                what: "the activation rows",
+                unit: "bytes",
+                expected: n_tok * ab,
+                got: data.len(),
+            });
+        }
+        let sums = match format {
+            GgmlType::Q8_0 => data
+                .chunks_exact(34)
+                .map(|b| b[2..].iter().map(|&q| q as i8 as i32).sum())
+                .collect(),
+            GgmlType::Q8K => {
+                let bsum = |b: &[u8], i: usize| {
+                    i16::from_le_bytes([b[260 + 2 * i], b[261 + 2 * i]]) as i32
+                };
+                data.chunks_exact(292)
+                    .flat_map(|b| (0..8).map(move |k| bsum(b, 2 * k) + bsum(b, 2 * k + 1)))
+                    .collect()
+            }
+            ty => {
+                return Err(QuantError::Unsupported {
+                    ty,
+                    op: "packed products",
+                });
+            }
+        };
+        Ok(Acts { data, n_tok, sums })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn n_tok(&self) -> usize {
+        self.n_tok
+    }
+
+    pub(crate) fn sums(&self) -> &[i32] {
+        &self.sums
     }
 }
 
@@ -120,17 +186,32 @@ impl Out {
     /// Writes rows `r0..r0 + vals.len()` of token `t` (clipped to the rows of this output).
     #[inline]
     pub(crate) fn put(&mut self, t: usize, r0: usize, vals: &[f32]) {
-        assert!(t < self.n_tok && r0 <= self.rows);
-        let n = vals.len().min(self.rows - r0);
-        // SAFETY: t < n_tok and r0 + n <= rows (checked above); the constructor's contract
-        // makes those places ours.
+        self.put_tokens(t, r0, &[&vals[..vals.len().min(ROWS)]]);
+    }
+
+    /// Writes rows `r0..r0 + 16` (clipped) of tokens `t0..t0 + lanes.len()`, `lanes[dt][i]`
+    /// being row `r0 + i` of token `t0 + dt`: in a row-major output each row's tokens are
+    /// consecutive, so this is one short run per row.
+    #[inline]
+    pub(crate) fn put_tokens<L: AsRef<[f32]>>(&mut self, t0: usize, r0: usize, lanes: &[L]) {
+        assert!(t0 + lanes.len() <= self.n_tok && r0 <= self.rows);
+        let width = lanes.iter().map(|l| l.as_ref().len()).min().unwrap_or(0);
+        let n = width.min(self.rows - r0);
+        // SAFETY: every (t, r) written has t < n_tok and r < rows (checked above); the
+        // constructor's contract makes those places ours.
         unsafe {
-            let at = self.ptr.add(t * self.t_stride + r0 * self.r_stride);
+            let base = self.ptr.add(t0 * self.t_stride + r0 * self.r_stride);
             if self.r_stride == 1 {
-                std::ptr::copy_nonoverlapping(vals.as_ptr(), at, n);
+                for (dt, l) in lanes.iter().enumerate() {
+                    let src = l.as_ref();
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(dt * self.t_stride), n);
+                }
             } else {
-                for (i, &v) in vals[..n].iter().enumerate() {
-                    *at.add(i * self.r_stride) = v;
+                for i in 0..n {
+                    let row = base.add(i * self.r_stride);
+                    for (dt, l) in lanes.iter().enumerate() {
+                        *row.add(dt * self.t_stride) = l.as_ref()[i];
+                    }
                 }
             }
         }

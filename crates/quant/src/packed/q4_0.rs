@@ -7,7 +7,7 @@
 //! row's `qs`: low nibble element `4j + b`, high nibble element `16 + 4j + b`), then `d` of each
 //! row as f16.
 
-use super::{Out, ROWS};
+use super::{Acts, Out, ROWS};
 use crate::gemm_q4::dot_scalar;
 use crate::isa::{Isa, active_isa};
 use crate::{GgmlType, QuantError, row_bytes};
@@ -77,7 +77,7 @@ fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, Qu
 /// `w[r] · acts[t]` for the `out.rows()` rows of the packed groups in `packed` and the
 /// `out.n_tok()` Q8_0 activation rows in `acts`, into `out` (one token is the GEMV).
 /// Single-threaded.
-pub fn gemm(packed: &[u8], cols: usize, acts: &[u8], out: &mut Out) -> Result<(), QuantError> {
+pub fn gemm(packed: &[u8], cols: usize, acts: &Acts, out: &mut Out) -> Result<(), QuantError> {
     gemm_isa(active_isa(), packed, cols, acts, out)
 }
 
@@ -86,20 +86,16 @@ pub fn gemm_isa(
     isa: Isa,
     packed: &[u8],
     cols: usize,
-    acts: &[u8],
+    acts: &Acts,
     out: &mut Out,
 ) -> Result<(), QuantError> {
+    let (acts, sums) = (acts.data(), acts.sums());
     let rows = check(packed, cols, acts.len(), out)?;
     let (ab, n_tok) = (row_bytes(GgmlType::Q8_0, cols)?, out.n_tok());
     let nb = cols / QK;
     let gb = nb * GROUP_BLOCK_BYTES;
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        // Per token and block: -8 Σ y (the offset of the unsigned nibbles).
-        let neg: Vec<i32> = acts
-            .chunks_exact(Q8_0_BYTES)
-            .map(|b| -8 * b[2..].iter().map(|&q| q as i8 as i32).sum::<i32>())
-            .collect();
         let mut lanes = [[0f32; ROWS]; simd::T];
         for (g, group) in packed.chunks_exact(gb).enumerate() {
             let mut t0 = 0;
@@ -107,12 +103,10 @@ pub fn gemm_isa(
                 // Up to T tokens share each load and unpacking of the weights.
                 let nt = simd::T.min(n_tok - t0);
                 let a = &acts[t0 * ab..(t0 + nt) * ab];
-                let ng = &neg[t0 * nb..(t0 + nt) * nb];
+                let ng = &sums[t0 * nb..(t0 + nt) * nb];
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
                 unsafe { simd::dot16(group, nb, a, ng, nt, &mut lanes) };
-                for (dt, l) in lanes[..nt].iter().enumerate() {
-                    out.put(t0 + dt, g * ROWS, l);
-                }
+                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
                 t0 += nt;
             }
         }
@@ -136,20 +130,20 @@ mod simd {
     /// Tokens handled together.
     pub(super) const T: usize = 4;
 
-    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`neg[t·nb + b]
-    /// = -8 Σ y` of their blocks), lane = row, one output per token.
+    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`sums[t·nb + b]
+    /// = Σ y` of their blocks), lane = row, one output per token.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub(super) fn dot16(
         group: &[u8],
         nb: usize,
         a: &[u8],
-        neg: &[i32],
+        sums: &[i32],
         nt: usize,
         out: &mut [[f32; ROWS]; T],
     ) {
         assert!((1..=T).contains(&nt));
         assert!(group.len() >= nb * GROUP_BLOCK_BYTES && a.len() >= nt * nb * Q8_0_BYTES);
-        assert!(neg.len() >= nt * nb);
+        assert!(sums.len() >= nt * nb);
         let m4 = _mm512_set1_epi8(0x0f);
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..nb {
@@ -169,7 +163,8 @@ mod simd {
                 let ys = |k: usize| unsafe {
                     _mm512_set1_epi32((y.add(2 + k) as *const i32).read_unaligned())
                 };
-                let mut isum = _mm512_set1_epi32(neg[t * nb + b]);
+                // The offset of the unsigned values: -8 Σ y.
+                let mut isum = _mm512_set1_epi32(-8 * sums[t * nb + b]);
                 for j in 0..4 {
                     isum = _mm512_dpbusd_epi32(isum, lo[j], ys(4 * j));
                     isum = _mm512_dpbusd_epi32(isum, hi[j], ys(16 + 4 * j));
@@ -209,6 +204,7 @@ mod tests {
             for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
                 crate::quantize_act(GgmlType::Q4_0, row, dst).unwrap();
             }
+            let pa = Acts::new(GgmlType::Q4_0, cols, acts.clone()).unwrap();
             let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
             pack(&wq, cols, &mut p).unwrap();
             let gb = cols / QK * GROUP_BLOCK_BYTES;
@@ -222,7 +218,7 @@ mod tests {
                     isa,
                     &p,
                     cols,
-                    &acts,
+                    &pa,
                     &mut Out::token_major(&mut got, rows).unwrap(),
                 )
                 .unwrap();
@@ -241,6 +237,7 @@ mod tests {
         }
         let mut one = [0f32; 1];
         let mut out = Out::token_major(&mut one, 1).unwrap();
-        assert!(gemm(&[0u8; 10], 32, &[0u8; 34], &mut out).is_err());
+        let a = Acts::new(GgmlType::Q4_0, 32, vec![0u8; 34]).unwrap();
+        assert!(gemm(&[0u8; 10], 32, &a, &mut out).is_err());
     }
 }

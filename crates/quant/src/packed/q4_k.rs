@@ -17,7 +17,7 @@ use crate::gemm_k::dot_q4_k_repacked;
 use crate::isa::{Isa, active_isa};
 use crate::{GgmlType, QK_K, QuantError, row_bytes};
 
-use super::{Out, ROWS};
+use super::{Acts, Out, ROWS};
 const Q4_K_BYTES: usize = 144;
 const Q8_K_BYTES: usize = 292;
 const Q_BYTES: usize = QK_K / 2 * ROWS;
@@ -119,7 +119,7 @@ fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, Qu
 pub fn gemm(
     packed: &[u8],
     cols: usize,
-    acts: &[u8],
+    acts: &Acts,
     n_gemm: usize,
     out: &mut Out,
 ) -> Result<(), QuantError> {
@@ -131,19 +131,23 @@ pub fn gemm_isa(
     isa: Isa,
     packed: &[u8],
     cols: usize,
-    acts: &[u8],
+    acts: &Acts,
     n_gemm: usize,
     out: &mut Out,
 ) -> Result<(), QuantError> {
+    let (acts, sums) = (acts.data(), acts.sums());
     let rows = check(packed, cols, acts.len(), out)?;
     let nsb = cols / QK_K;
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let q8s: Vec<Vec<[i32; 8]>> = acts.chunks_exact(ab).map(simd::bsum_pairs).collect();
         let mut lanes = [0f32; ROWS];
         for (g, group) in packed.chunks_exact(gb).enumerate() {
-            for (t, (a, q8s)) in acts.chunks_exact(ab).zip(&q8s).enumerate() {
+            for (t, (a, q8s)) in acts
+                .chunks_exact(ab)
+                .zip(sums.chunks_exact(nsb * 8))
+                .enumerate()
+            {
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
                 unsafe { simd::dot16(group, nsb, a, q8s, t < n_gemm, &mut lanes) };
                 out.put(t, g * ROWS, &lanes);
@@ -166,15 +170,6 @@ mod simd {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Per super-block of a Q8_K activation: `bsum(2k) + bsum(2k + 1)`, k = 0..8.
-    pub(super) fn bsum_pairs(a: &[u8]) -> Vec<[i32; 8]> {
-        let bsum =
-            |ab: &[u8], i: usize| i16::from_le_bytes([ab[260 + 2 * i], ab[261 + 2 * i]]) as i32;
-        a.chunks_exact(Q8_K_BYTES)
-            .map(|ab| std::array::from_fn(|k| bsum(ab, 2 * k) + bsum(ab, 2 * k + 1)))
-            .collect()
-    }
-
     /// The 16 rows of one packed group · one Q8_K activation, lane = row; `gemm` picks the
     /// GEMM's float order (one FMA per 64-element chunk) over the GEMV's (one per super-block).
     /// The integer sums are exact, so each lane equals [`dot_q4_k_repacked`] on its row.
@@ -183,15 +178,15 @@ mod simd {
         group: &[u8],
         nsb: usize,
         a: &[u8],
-        q8s: &[[i32; 8]],
+        q8s: &[i32],
         gemm: bool,
         out: &mut [f32; ROWS],
     ) {
         assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nsb * Q8_K_BYTES);
-        assert!(q8s.len() >= nsb);
+        assert!(q8s.len() >= nsb * 8);
         let m4 = _mm512_set1_epi8(0x0f);
         let (mut acc, mut acc_min) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for (s, q8) in q8s.iter().enumerate().take(nsb) {
+        for (s, q8) in q8s.chunks_exact(8).enumerate().take(nsb) {
             // SAFETY (every raw load below): `p` is one whole packed super-block
             // (GROUP_SB_BYTES, asserted above) and `ab` one whole Q8_K block; offsets stay
             // inside them.
@@ -284,6 +279,8 @@ mod tests {
             }
             let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
             pack(&wq, cols, &mut p).unwrap();
+            let pa = Acts::new(GgmlType::Q4K, cols, acts.clone()).unwrap();
+            let pa1 = Acts::new(GgmlType::Q4K, cols, acts[..ab].to_vec()).unwrap();
             let n_gemm = n_tok - n_tok % 4;
             for isa in crate::available_isas() {
                 let mut got = vec![0f32; rows * n_tok];
@@ -291,7 +288,7 @@ mod tests {
                     isa,
                     &p,
                     cols,
-                    &acts,
+                    &pa,
                     n_gemm,
                     &mut Out::token_major(&mut got, rows).unwrap(),
                 )
@@ -301,7 +298,7 @@ mod tests {
                     isa,
                     &p,
                     cols,
-                    &acts[..ab],
+                    &pa1,
                     0,
                     &mut Out::token_major(&mut one, rows).unwrap(),
                 )
@@ -323,6 +320,7 @@ mod tests {
         }
         let mut one = [0f32; 1];
         let mut out = Out::token_major(&mut one, 1).unwrap();
-        assert!(gemm(&[0u8; 10], 256, &[0u8; 292], 0, &mut out).is_err());
+        let a = Acts::new(GgmlType::Q4K, 256, vec![0u8; 292]).unwrap();
+        assert!(gemm(&[0u8; 10], 256, &a, 0, &mut out).is_err());
     }
 }

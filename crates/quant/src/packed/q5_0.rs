@@ -1,0 +1,280 @@
+//! Q5_0 matrices in groups of 16 rows (see [`crate::packed`]). llama.cpp does not repack Q5_0
+//! and sums its products in `vec_dot`'s order (eight float lanes per block); this form sums each
+//! 32-element block as one exact integer and adds it with one FMA, `acc = fma(f32(isum),
+//! d_w · d_a, acc)` — the order llama.cpp's repacked Q4_0 kernel uses, which rounds less. It is
+//! hearth's fast order: results differ from llama.cpp's by float rounding only (the engine keeps
+//! llama.cpp's order when asked for exact orders).
+//!
+//! Per group and per block, [`GROUP_BLOCK_BYTES`] (= 16 × 22, the original size): the low
+//! nibbles `[j 0..4][row 0..16][4 bytes]` as in [`super::q4_0`] (byte `4j + b` of a row's `qs`:
+//! element `4j + b` low, `16 + 4j + b` high), then per `j` two 64-bit masks of fifth bits (bit
+//! `4·row + b` for element `4j + b`, then for element `16 + 4j + b`), then `d` of each row as f16.
+
+use super::{Acts, Out, ROWS};
+use crate::common::f16_to_f32;
+use crate::isa::{Isa, active_isa};
+use crate::{GgmlType, QuantError, row_bytes};
+
+const QK: usize = 32;
+const Q5_0_BYTES: usize = 22;
+const Q8_0_BYTES: usize = 34;
+const MASKS: usize = 64 * 4;
+const D: usize = MASKS + 8 * 8;
+/// Bytes of one block of one group of 16 rows.
+pub const GROUP_BLOCK_BYTES: usize = D + 2 * ROWS;
+
+/// Bytes of a packed `rows × cols` Q5_0 matrix.
+pub fn packed_bytes(rows: usize, cols: usize) -> Result<usize, QuantError> {
+    row_bytes(GgmlType::Q5_0, cols)?;
+    Ok(rows.div_ceil(ROWS) * (cols / QK) * GROUP_BLOCK_BYTES)
+}
+
+/// Packs up to `16 · groups` rows (`src`, `cols` elements each; the last group may be short)
+/// into exactly `groups` packed groups (`dst`).
+pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
+    let rb = row_bytes(GgmlType::Q5_0, cols)?;
+    let gb = cols / QK * GROUP_BLOCK_BYTES;
+    let rows = src.len().checked_div(rb).unwrap_or(0);
+    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q5_0,
+            what: "the packed matrix",
+            unit: "bytes",
+            expected: rows.div_ceil(ROWS) * gb,
+            got: dst.len(),
+        });
+    }
+    dst.fill(0);
+    for (r, row) in src.chunks_exact(rb).enumerate() {
+        let (g, lane) = (r / ROWS, r % ROWS);
+        for (b, wb) in row.chunks_exact(Q5_0_BYTES).enumerate() {
+            let p = &mut dst[g * gb + b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+            for (i, &byte) in wb[6..22].iter().enumerate() {
+                p[(i / 4) * 64 + lane * 4 + i % 4] = byte;
+            }
+            let qh = u32::from_le_bytes(wb[2..6].try_into().unwrap());
+            for j in 0..4 {
+                for half in 0..2 {
+                    let at = MASKS + (2 * j + half) * 8;
+                    let mut m = u64::from_le_bytes(p[at..at + 8].try_into().unwrap());
+                    for bb in 0..4 {
+                        let e = 16 * half + 4 * j + bb;
+                        m |= (((qh >> e) & 1) as u64) << (4 * lane + bb);
+                    }
+                    p[at..at + 8].copy_from_slice(&m.to_le_bytes());
+                }
+            }
+            p[D + 2 * lane..D + 2 * lane + 2].copy_from_slice(&wb[..2]);
+        }
+    }
+    Ok(())
+}
+
+/// Row `lane` of a packed group back in GGUF's Q5_0 layout.
+fn unpack_row(group: &[u8], nb: usize, lane: usize) -> Vec<u8> {
+    let mut row = vec![0u8; nb * Q5_0_BYTES];
+    for (b, wb) in row.chunks_exact_mut(Q5_0_BYTES).enumerate() {
+        let p = &group[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+        wb[..2].copy_from_slice(&p[D + 2 * lane..D + 2 * lane + 2]);
+        let mut qh = 0u32;
+        for j in 0..4 {
+            for half in 0..2 {
+                let at = MASKS + (2 * j + half) * 8;
+                let m = u64::from_le_bytes(p[at..at + 8].try_into().unwrap());
+                for bb in 0..4 {
+                    qh |= (((m >> (4 * lane + bb)) & 1) as u32) << (16 * half + 4 * j + bb);
+                }
+            }
+        }
+        wb[2..6].copy_from_slice(&qh.to_le_bytes());
+        for i in 0..16 {
+            wb[6 + i] = p[(i / 4) * 64 + lane * 4 + i % 4];
+        }
+    }
+    row
+}
+
+/// The block order on one GGUF Q5_0 row and one Q8_0 activation: per block the exact integer
+/// `Σ (q − 16)·y`, then `acc = fma(f32(isum), d_w · d_a, acc)`. The scalar twin of the kernels.
+pub fn dot_block_order(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (wb, ab) in w.chunks_exact(Q5_0_BYTES).zip(a.chunks_exact(Q8_0_BYTES)) {
+        let qh = u32::from_le_bytes(wb[2..6].try_into().unwrap());
+        let mut isum = 0i32;
+        for e in 0..QK {
+            let nib = (wb[6 + e % 16] >> (4 * (e / 16))) & 0x0f;
+            let q = (nib | ((((qh >> e) & 1) as u8) << 4)) as i32 - 16;
+            isum += q * ab[2 + e] as i8 as i32;
+        }
+        let d = f16_to_f32(u16::from_le_bytes([wb[0], wb[1]]))
+            * f16_to_f32(u16::from_le_bytes([ab[0], ab[1]]));
+        acc = (isum as f32).mul_add(d, acc);
+    }
+    acc
+}
+
+fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, QuantError> {
+    let ab = row_bytes(GgmlType::Q8_0, cols)?;
+    row_bytes(GgmlType::Q5_0, cols)?;
+    let gb = cols / QK * GROUP_BLOCK_BYTES;
+    super::check(GgmlType::Q5_0, packed.len(), gb, acts, ab, out)
+}
+
+/// `w[r] · acts[t]` for the `out.rows()` rows of the packed groups in `packed` and the
+/// `out.n_tok()` Q8_0 activation rows in `acts`, into `out`. Single-threaded.
+pub fn gemm(packed: &[u8], cols: usize, acts: &Acts, out: &mut Out) -> Result<(), QuantError> {
+    gemm_isa(active_isa(), packed, cols, acts, out)
+}
+
+/// [`gemm`] at a given ISA level (capped by what the CPU has).
+pub fn gemm_isa(
+    isa: Isa,
+    packed: &[u8],
+    cols: usize,
+    acts: &Acts,
+    out: &mut Out,
+) -> Result<(), QuantError> {
+    let (acts, sums) = (acts.data(), acts.sums());
+    let rows = check(packed, cols, acts.len(), out)?;
+    let (ab, n_tok) = (row_bytes(GgmlType::Q8_0, cols)?, out.n_tok());
+    let nb = cols / QK;
+    let gb = nb * GROUP_BLOCK_BYTES;
+    #[cfg(target_arch = "x86_64")]
+    if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
+        let mut lanes = [[0f32; ROWS]; simd::T];
+        for (g, group) in packed.chunks_exact(gb).enumerate() {
+            let mut t0 = 0;
+            while t0 < n_tok {
+                // Up to T tokens share each load and unpacking of the weights.
+                let nt = simd::T.min(n_tok - t0);
+                let a = &acts[t0 * ab..(t0 + nt) * ab];
+                let ng = &sums[t0 * nb..(t0 + nt) * nb];
+                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+                unsafe { simd::dot16(group, nb, a, ng, nt, &mut lanes) };
+                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
+                t0 += nt;
+            }
+        }
+        return Ok(());
+    }
+    let _ = isa;
+    for r in 0..rows {
+        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nb, r % ROWS);
+        for (t, a) in acts.chunks_exact(ab).enumerate() {
+            out.put(t, r, &[dot_block_order(&row, a)]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Tokens handled together.
+    pub(super) const T: usize = 4;
+
+    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`sums[t·nb + b]
+    /// = Σ y` of their blocks), lane = row, one output per token.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) fn dot16(
+        group: &[u8],
+        nb: usize,
+        a: &[u8],
+        sums: &[i32],
+        nt: usize,
+        out: &mut [[f32; ROWS]; T],
+    ) {
+        assert!((1..=T).contains(&nt));
+        assert!(group.len() >= nb * GROUP_BLOCK_BYTES && a.len() >= nt * nb * Q8_0_BYTES);
+        assert!(sums.len() >= nt * nb);
+        let m4 = _mm512_set1_epi8(0x0f);
+        let sixteen = _mm512_set1_epi8(16);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            // SAFETY (raw loads below): `p` is one whole packed block and `y` one whole Q8_0
+            // block of a token t < nt (asserted above); offsets stay inside them.
+            let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
+            let mask = |i: usize| unsafe { (p.add(MASKS + 8 * i) as *const u64).read_unaligned() };
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for j in 0..4 {
+                let x = unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) };
+                let l = _mm512_and_si512(x, m4);
+                let h = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                lo[j] = _mm512_mask_add_epi8(l, mask(2 * j), l, sixteen);
+                hi[j] = _mm512_mask_add_epi8(h, mask(2 * j + 1), h, sixteen);
+            }
+            let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D).cast())) };
+            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+                let y = unsafe { a.as_ptr().add((t * nb + b) * Q8_0_BYTES) };
+                let ys = |k: usize| unsafe {
+                    _mm512_set1_epi32((y.add(2 + k) as *const i32).read_unaligned())
+                };
+                // The offset of the unsigned values: -16 Σ y.
+                let mut isum = _mm512_set1_epi32(-16 * sums[t * nb + b]);
+                for j in 0..4 {
+                    isum = _mm512_dpbusd_epi32(isum, lo[j], ys(4 * j));
+                    isum = _mm512_dpbusd_epi32(isum, hi[j], ys(16 + 4 * j));
+                }
+                let da = f16_to_f32(u16::from_le_bytes(unsafe { *(y as *const [u8; 2]) }));
+                let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc).take(nt) {
+            // SAFETY: `o` holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize_matrix;
+
+    #[test]
+    fn packed_products_equal_the_block_order_and_stay_near_vec_dot() {
+        for (rows, cols, n_tok) in [(16, 32, 1), (21, 640, 7), (40, 2048, 3)] {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| (i as f32 * 0.13).cos() * 3.0)
+                .collect();
+            let wq = quantize_matrix(GgmlType::Q5_0, &w, rows, cols).unwrap();
+            let rb = wq.len() / rows;
+            let ab = row_bytes(GgmlType::Q8_0, cols).unwrap();
+            let mut acts = vec![0u8; n_tok * ab];
+            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
+                crate::quantize_act(GgmlType::Q5_0, row, dst).unwrap();
+            }
+            let pa = Acts::new(GgmlType::Q5_0, cols, acts.clone()).unwrap();
+            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
+            pack(&wq, cols, &mut p).unwrap();
+            let gb = cols / QK * GROUP_BLOCK_BYTES;
+            for r in 0..rows {
+                let back = unpack_row(&p[(r / ROWS) * gb..][..gb], cols / QK, r % ROWS);
+                assert_eq!(back, wq[r * rb..(r + 1) * rb]);
+            }
+            for isa in crate::available_isas() {
+                let mut got = vec![0f32; rows * n_tok];
+                let mut out = Out::token_major(&mut got, rows).unwrap();
+                gemm_isa(isa, &p, cols, &pa, &mut out).unwrap();
+                for r in 0..rows {
+                    let row = &wq[r * rb..(r + 1) * rb];
+                    for t in 0..n_tok {
+                        let a = &acts[t * ab..(t + 1) * ab];
+                        let want = dot_block_order(row, a);
+                        let g = got[t * rows + r];
+                        assert_eq!(g.to_bits(), want.to_bits(), "{isa} r{r} t{t}");
+                        let v = crate::vec_dot(GgmlType::Q5_0, row, a, cols).unwrap();
+                        assert!((g - v).abs() <= 1e-5 * v.abs().max(1.0), "{g} vs {v}");
+                    }
+                }
+            }
+        }
+    }
+}
