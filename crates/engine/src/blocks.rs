@@ -57,9 +57,18 @@ impl Step<'_> {
         let e = m.tok_embd.view(m.bytes());
         let rb = e.row_bytes();
         let mut x = vec![0f32; self.n_tokens() * e.cols];
+        let mut packed_row = vec![0u8; if e.packed.is_some() { rb } else { 0 }];
         for (row, &id) in x.chunks_exact_mut(e.cols).zip(self.tokens) {
             let id = id as usize;
-            hearth_quant::dequantize_row(e.ty, &e.data[id * rb..(id + 1) * rb], row)?;
+            let bytes = match e.packed {
+                // Only Q8_0 embeddings are packed (shared with a tied head).
+                Some(p) => {
+                    hearth_quant::packed::q8_0::unpack_row(p, e.cols, id, &mut packed_row)?;
+                    &packed_row[..]
+                }
+                None => &e.data[id * rb..(id + 1) * rb],
+            };
+            hearth_quant::dequantize_row(e.ty, bytes, row)?;
         }
         if let Some(s) = scale {
             ops::scale(&mut x, s);

@@ -57,11 +57,21 @@
 //!   hot kernels have twins compiled for AVX2+FMA, chosen at run time (`ops::fma_dispatch`), so
 //!   that `mul_add` is one instruction there and a (slow, equal) library call elsewhere.
 //!
-//! Measured against the fixtures: every quantized and F16 synthetic model reproduces llama.cpp's
-//! logits to the printed 4 decimals in the matching attention mode; Gemma 3 270M does so without
-//! flash attention (and its perplexity at `-c 512`, with and without), and with flash attention
-//! at 80 of 102 positions: two prompts part from llama.cpp at one position (an f16 rounding in
-//! the attention accumulator not yet pinned down) and stay within 1.1 after it.
+//! # Repacked weights and the one place hearth leaves llama.cpp's order
+//! At load, Q4_0 and Q4_K matrices are repacked into 16-row groups (`hearth_quant::packed`; one
+//! float lane per row, `vpdpbusd` against broadcast activations) with llama.cpp's repacked float
+//! order kept bit for bit, and the mapped originals are released. Q5_0 and Q8_0 are repacked
+//! too and summed per block as one exact integer with one FMA (the order llama.cpp uses for its
+//! repacked types, not for these): several times less float work than `vec_dot`'s eight lanes,
+//! within PARITY.md's tolerances (Gemma 3 270M: max |Δ| 1.16, mean 0.18, perplexity -0.09%).
+//! [`LoadOptions::exact`] (`HEARTH_EXACT=1`) keeps llama.cpp's order everywhere.
+//!
+//! Measured against the fixtures with exact orders: every quantized and F16 synthetic model
+//! reproduces llama.cpp's logits to the printed 4 decimals in the matching attention mode;
+//! Gemma 3 270M does so without flash attention (and its perplexity at `-c 512`, with and
+//! without), and with flash attention at 80 of 102 positions: two prompts part from llama.cpp at
+//! one position (an f16 rounding in the attention accumulator not yet pinned down) and stay
+//! within 1.1 after it.
 
 mod blocks;
 mod error;

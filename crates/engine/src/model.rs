@@ -94,12 +94,12 @@ impl Matrix {
 
     /// Repacks a matrix into 16-row groups, in parallel, then releases the mapped original:
     /// Q4_0 and Q4_K where llama.cpp repacks them (a row count that is a multiple of 8; the
-    /// same float order), and unless `exact`, Q5_0 (hearth's block order).
+    /// same float order), and unless `exact`, Q5_0 and Q8_0 (hearth's block order).
     fn repack(&mut self, file: &GgufFile, threads: &Threads, exact: bool) -> Result<()> {
         use hearth_quant::packed::{self, ROWS};
         let wanted = match self.ty {
             GgmlType::Q4_0 | GgmlType::Q4K => true,
-            GgmlType::Q5_0 => !exact,
+            GgmlType::Q5_0 | GgmlType::Q8_0 => !exact,
             _ => false,
         };
         if !wanted || self.rows == 0 || !self.rows.is_multiple_of(8) || self.packed.is_some() {
@@ -117,6 +117,9 @@ impl Matrix {
             if let Err(e) = packed::pack(self.ty, &src[r0 * rb..r1 * rb], self.cols, piece) {
                 *err.lock().unwrap() = Some(e);
             }
+            // Drop each stretch of the original as soon as it is copied, so that the copy and
+            // the original are never both resident (peak memory).
+            file.release(self.start + r0 * rb, (r1 - r0) * rb);
         });
         if let Some(e) = err.into_inner().unwrap() {
             return Err(e.into());
@@ -203,7 +206,7 @@ impl Model {
         let mut layers = (0..hp.n_layer)
             .map(|il| ld.layer(il, &hp, &spec))
             .collect::<Result<Vec<_>>>()?;
-        let tok_embd = ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
+        let mut tok_embd = ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab)?;
         let (output, tied) = match ld.opt_matrix("output.weight", hp.n_embd, hp.n_vocab)? {
             Some(m) => (m, false),
             None => (tok_embd.clone(), true),
@@ -226,9 +229,13 @@ impl Model {
                     m.repack(&file, &threads, opts.exact)?;
                 }
             }
-            // A tied head shares the embedding rows, which lookups still read from the map.
-            if !tied {
+            // A tied head shares its rows with the embedding lookups, which can read a packed
+            // Q8_0 row back; for other types the map stays theirs.
+            if !tied || output.ty == GgmlType::Q8_0 {
                 output.repack(&file, &threads, opts.exact)?;
+            }
+            if tied {
+                tok_embd.packed = output.packed.clone();
             }
         }
         let path = path.to_owned();

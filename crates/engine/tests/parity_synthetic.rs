@@ -66,3 +66,25 @@ fn synthetic_models_match_llama_cpp() {
     println!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// With exact orders (`LoadOptions::exact`: every matrix in llama.cpp's own float order, no
+/// hearth block order for Q5_0/Q8_0), the quantized synthetic models reproduce llama.cpp's
+/// flash-attention logits to the fixture's printed precision.
+#[test]
+fn exact_orders_reproduce_llama_cpp_to_the_last_printed_digit() {
+    let dir = fixtures().join("synthetic");
+    for arch in ARCHS {
+        for ty in ["q8_0", "q4_0", "q4_k_m"] {
+            let name = format!("synth-{arch}-{ty}");
+            let fixture = read_json(&dir.join(format!("{name}.json")));
+            let path = dir.join(format!("{name}.gguf"));
+            let opts = hearth_engine::LoadOptions {
+                exact: true,
+                ..Default::default()
+            };
+            let model = hearth_engine::Model::load(&path, &opts).unwrap();
+            let (on, _) = logit_parity(&model, &fixture["logits"], AttentionMode::Flash);
+            assert!(on.max_diff < 1e-3, "{name}: {}", on.summary());
+        }
+    }
+}
