@@ -94,12 +94,13 @@ impl Matrix {
 
     /// Repacks a matrix into 16-row groups, in parallel, then releases the mapped original:
     /// Q4_0 and Q4_K where llama.cpp repacks them (a row count that is a multiple of 8; the
-    /// same float order), and unless `exact`, Q5_0 and Q8_0 (hearth's block order).
+    /// same float order), and unless `exact`, Q5_0, Q8_0 (hearth's block order) and Q6_K (the
+    /// tiled order for every batch).
     fn repack(&mut self, file: &GgufFile, threads: &Threads, exact: bool) -> Result<()> {
         use hearth_quant::packed::{self, ROWS};
         let wanted = match self.ty {
             GgmlType::Q4_0 | GgmlType::Q4K => true,
-            GgmlType::Q5_0 | GgmlType::Q8_0 => !exact,
+            GgmlType::Q5_0 | GgmlType::Q6K | GgmlType::Q8_0 => !exact,
             _ => false,
         };
         if !wanted || self.rows == 0 || !self.rows.is_multiple_of(8) || self.packed.is_some() {

@@ -215,7 +215,7 @@ fn packed_rows(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0, q8_0};
+    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0, q6_k, q8_0};
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
     let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
     let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
@@ -225,6 +225,7 @@ fn packed_rows(
             GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
             GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
             GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
+            GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
             _ => q4_0::gemm(g, w.cols, &acts, o),
         };
         if let Err(e) = r {

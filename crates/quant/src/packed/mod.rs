@@ -4,13 +4,16 @@
 //! 4 broadcast activation bytes adds 4 products to each row, and no horizontal sums are needed.
 //! Q4_0 and Q4_K keep llama.cpp's float order for its repacked kernels bit for bit (the integer
 //! sums are exact, the float steps per lane are the scalar ones); Q5_0 and Q8_0, which llama.cpp
-//! sums in `vec_dot`'s order, take the same block order (hearth's fast order, see [`q5_0`]). A packed matrix is as
+//! sums in `vec_dot`'s order, take the same block order (hearth's fast order, see [`q5_0`]), and
+//! Q6_K takes llama.cpp's tiled order for every batch size (for decode that is hearth's fast
+//! order too, see [`q6_k`]). A packed matrix is as
 //! large as the original, so the engine drops the mapped original once it is made.
 //! Rows past a matrix's last in its last group are zero.
 
 pub mod q4_0;
 pub mod q4_k;
 pub mod q5_0;
+pub mod q6_k;
 pub mod q8_0;
 
 use crate::{GgmlType, QuantError};
@@ -22,7 +25,7 @@ pub const ROWS: usize = 16;
 pub fn supported(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q5_0 | GgmlType::Q8_0
+        GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q5_0 | GgmlType::Q6K | GgmlType::Q8_0
     )
 }
 
@@ -32,6 +35,7 @@ pub fn packed_bytes(ty: GgmlType, rows: usize, cols: usize) -> Result<usize, Qua
         GgmlType::Q4_0 => q4_0::packed_bytes(rows, cols),
         GgmlType::Q4K => q4_k::packed_bytes(rows, cols),
         GgmlType::Q5_0 => q5_0::packed_bytes(rows, cols),
+        GgmlType::Q6K => q6_k::packed_bytes(rows, cols),
         GgmlType::Q8_0 => q8_0::packed_bytes(rows, cols),
         _ => Err(QuantError::Unsupported {
             ty,
@@ -46,6 +50,7 @@ pub fn pack(ty: GgmlType, src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(),
         GgmlType::Q4_0 => q4_0::pack(src, cols, dst),
         GgmlType::Q4K => q4_k::pack(src, cols, dst),
         GgmlType::Q5_0 => q5_0::pack(src, cols, dst),
+        GgmlType::Q6K => q6_k::pack(src, cols, dst),
         GgmlType::Q8_0 => q8_0::pack(src, cols, dst),
         _ => Err(QuantError::Unsupported {
             ty,

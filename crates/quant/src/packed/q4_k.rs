@@ -149,7 +149,9 @@ pub fn gemm_isa(
                 .enumerate()
             {
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                unsafe { simd::dot16(group, nsb, a, q8s, t < n_gemm, &mut lanes) };
+                unsafe {
+                    simd::dot16(group, nsb, a, q8s, t < n_gemm, out.n_tok() == 1, &mut lanes)
+                };
                 out.put(t, g * ROWS, &lanes);
             }
         }
@@ -180,6 +182,7 @@ mod simd {
         a: &[u8],
         q8s: &[i32],
         gemm: bool,
+        prefetch: bool,
         out: &mut [f32; ROWS],
     ) {
         assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nsb * Q8_K_BYTES);
@@ -191,6 +194,11 @@ mod simd {
             // (GROUP_SB_BYTES, asserted above) and `ab` one whole Q8_K block; offsets stay
             // inside them.
             let p = unsafe { group.as_ptr().add(s * GROUP_SB_BYTES) };
+            // Fetch the next super-block (or the next group's first) while this one computes:
+            // a decode step streams through every weight once (a batch finds them in cache).
+            for line in (0..GROUP_SB_BYTES).step_by(64).filter(|_| prefetch) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GROUP_SB_BYTES + line).cast());
+            }
             let ab = unsafe { a.as_ptr().add(s * Q8_K_BYTES) };
             let da = _mm512_set1_ps(f32::from_le_bytes(unsafe { *(ab as *const [u8; 4]) }));
             let half = |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(at).cast())) };

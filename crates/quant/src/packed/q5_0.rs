@@ -150,7 +150,7 @@ pub fn gemm_isa(
                 let a = &acts[t0 * ab..(t0 + nt) * ab];
                 let ng = &sums[t0 * nb..(t0 + nt) * nb];
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                unsafe { simd::dot16(group, nb, a, ng, nt, &mut lanes) };
+                unsafe { simd::dot16(group, nb, a, ng, nt, n_tok <= simd::T, &mut lanes) };
                 out.put_tokens(t0, g * ROWS, &lanes[..nt]);
                 t0 += nt;
             }
@@ -184,6 +184,7 @@ mod simd {
         a: &[u8],
         sums: &[i32],
         nt: usize,
+        prefetch: bool,
         out: &mut [[f32; ROWS]; T],
     ) {
         assert!((1..=T).contains(&nt));
@@ -196,6 +197,11 @@ mod simd {
             // SAFETY (raw loads below): `p` is one whole packed block and `y` one whole Q8_0
             // block of a token t < nt (asserted above); offsets stay inside them.
             let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
+            // Fetch a few blocks ahead while this one computes: a decode step streams through
+            // every weight once (a batch finds them in cache).
+            for line in (0..GROUP_BLOCK_BYTES).step_by(64).filter(|_| prefetch) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * GROUP_BLOCK_BYTES + line).cast());
+            }
             let mask = |i: usize| unsafe { (p.add(MASKS + 8 * i) as *const u64).read_unaligned() };
             let mut lo = [_mm512_setzero_si512(); 4];
             let mut hi = [_mm512_setzero_si512(); 4];

@@ -130,7 +130,7 @@ pub fn gemm_isa(
                 let a = &acts[t0 * ab..(t0 + nt) * ab];
                 let s = &sums[t0 * nb..(t0 + nt) * nb];
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                unsafe { simd::dot16(group, nb, a, s, nt, &mut lanes) };
+                unsafe { simd::dot16(group, nb, a, s, nt, n_tok <= simd::T, &mut lanes) };
                 out.put_tokens(t0, g * ROWS, &lanes[..nt]);
                 t0 += nt;
             }
@@ -165,6 +165,7 @@ mod simd {
         a: &[u8],
         sums: &[i32],
         nt: usize,
+        prefetch: bool,
         out: &mut [[f32; ROWS]; T],
     ) {
         assert!((1..=T).contains(&nt));
@@ -175,6 +176,11 @@ mod simd {
             // SAFETY (raw loads below): `p` is one whole packed block and `y` one whole Q8_0
             // block of a token t < nt (asserted above); offsets stay inside them.
             let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
+            // Fetch a few blocks ahead while this one computes: a decode step streams through
+            // every weight once (a batch finds them in cache).
+            for line in (0..GROUP_BLOCK_BYTES).step_by(64).filter(|_| prefetch) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * GROUP_BLOCK_BYTES + line).cast());
+            }
             let w: [__m512i; 8] =
                 std::array::from_fn(|j| unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) });
             let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D).cast())) };
