@@ -141,18 +141,28 @@ pub fn gemm_isa(
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let mut lanes = [0f32; ROWS];
+        let n_tok = out.n_tok();
+        let mut lanes = [[0f32; ROWS]; simd::T];
         for (g, group) in packed.chunks_exact(gb).enumerate() {
-            for (t, (a, q8s)) in acts
-                .chunks_exact(ab)
-                .zip(sums.chunks_exact(nsb * 8))
-                .enumerate()
-            {
+            let mut t0 = 0;
+            while t0 < n_tok {
+                // Blocks of T tokens never straddle `n_gemm` (a multiple of 4).
+                let nt = simd::T
+                    .min(n_tok - t0)
+                    .min(if t0 < n_gemm { n_gemm - t0 } else { n_tok });
+                let a = &acts[t0 * ab..(t0 + nt) * ab];
+                let q8 = &sums[t0 * nsb * 8..(t0 + nt) * nsb * 8];
+                let (gemm, pf) = (t0 < n_gemm, n_tok == 1);
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
                 unsafe {
-                    simd::dot16(group, nsb, a, q8s, t < n_gemm, out.n_tok() == 1, &mut lanes)
+                    if nt == 2 {
+                        simd::dot16::<2>(group, nsb, a, q8, gemm, pf, &mut lanes)
+                    } else {
+                        simd::dot16::<1>(group, nsb, a, q8, gemm, pf, &mut lanes)
+                    }
                 };
-                out.put(t, g * ROWS, &lanes);
+                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
+                t0 += nt;
             }
         }
         return Ok(());
@@ -172,77 +182,103 @@ mod simd {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// The 16 rows of one packed group · one Q8_K activation, lane = row; `gemm` picks the
-    /// GEMM's float order (one FMA per 64-element chunk) over the GEMV's (one per super-block).
-    /// The integer sums are exact, so each lane equals [`dot_q4_k_repacked`] on its row.
+    /// Tokens handled together (each load and unpacking of the weights serves them all).
+    pub(super) const T: usize = 2;
+
+    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_K activations `a` (with their
+    /// `q8s`, 8 per super-block), lane = row; `gemm` picks the GEMM's float order (one FMA per
+    /// 64-element chunk) over the GEMV's (one per super-block). The integer sums are exact, so
+    /// each lane equals [`dot_q4_k_repacked`] on its row.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) fn dot16(
+    pub(super) fn dot16<const NT: usize>(
         group: &[u8],
         nsb: usize,
         a: &[u8],
         q8s: &[i32],
         gemm: bool,
         prefetch: bool,
-        out: &mut [f32; ROWS],
+        out: &mut [[f32; ROWS]; T],
     ) {
-        assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nsb * Q8_K_BYTES);
-        assert!(q8s.len() >= nsb * 8);
+        let nt = NT;
+        assert!((1..=T).contains(&nt));
+        assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nt * nsb * Q8_K_BYTES);
+        assert!(q8s.len() >= nt * nsb * 8);
         let m4 = _mm512_set1_epi8(0x0f);
-        let (mut acc, mut acc_min) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for (s, q8) in q8s.chunks_exact(8).enumerate().take(nsb) {
-            // SAFETY (every raw load below): `p` is one whole packed super-block
-            // (GROUP_SB_BYTES, asserted above) and `ab` one whole Q8_K block; offsets stay
-            // inside them.
+        let mut acc = [_mm512_setzero_ps(); NT];
+        let mut acc_min = [_mm512_setzero_ps(); NT];
+        for s in 0..nsb {
+            // SAFETY (every raw load below): `p` is one whole packed super-block and `ab(t)`
+            // one whole Q8_K block of a token t < nt (asserted above); offsets stay inside.
             let p = unsafe { group.as_ptr().add(s * GROUP_SB_BYTES) };
             // Fetch the next super-block (or the next group's first) while this one computes:
             // a decode step streams through every weight once (a batch finds them in cache).
             for line in (0..GROUP_SB_BYTES).step_by(64).filter(|_| prefetch) {
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GROUP_SB_BYTES + line).cast());
             }
-            let ab = unsafe { a.as_ptr().add(s * Q8_K_BYTES) };
-            let da = _mm512_set1_ps(f32::from_le_bytes(unsafe { *(ab as *const [u8; 4]) }));
+            let ab = |t: usize| unsafe { a.as_ptr().add((t * nsb + s) * Q8_K_BYTES) };
             let half = |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(at).cast())) };
-            let dd = _mm512_mul_ps(half(D), da);
-            let dm = _mm512_mul_ps(half(DMIN), da);
-            let qa = unsafe { ab.add(4) };
-            let y =
-                |k: usize| unsafe { _mm512_set1_epi32((qa.add(k) as *const i32).read_unaligned()) };
+            let (d, dmin) = (half(D), half(DMIN));
             let bytes16 =
                 |at: usize| unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(at).cast())) };
-            let (mut isum, mut imin) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut isum = [_mm512_setzero_si512(); NT];
+            let mut imin = [_mm512_setzero_si512(); NT];
+            let mut dd = [_mm512_setzero_ps(); NT];
+            let mut dm = [_mm512_setzero_ps(); NT];
+            for t in 0..nt {
+                let da = _mm512_set1_ps(f32::from_le_bytes(unsafe { *(ab(t) as *const [u8; 4]) }));
+                dd[t] = _mm512_mul_ps(d, da);
+                dm[t] = _mm512_mul_ps(dmin, da);
+            }
             for c in 0..4 {
-                let (mut lo, mut hi) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                let mut lo = [_mm512_setzero_si512(); NT];
+                let mut hi = [_mm512_setzero_si512(); NT];
                 for j in 0..8 {
                     let x = unsafe { _mm512_loadu_si512(p.add((c * 8 + j) * 64).cast()) };
                     let l = _mm512_and_si512(x, m4);
                     let h = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-                    lo = _mm512_dpbusd_epi32(lo, l, y(64 * c + 4 * j));
-                    hi = _mm512_dpbusd_epi32(hi, h, y(64 * c + 32 + 4 * j));
+                    for t in 0..nt {
+                        let qa = unsafe { ab(t).add(4) };
+                        let y = |k: usize| unsafe {
+                            _mm512_set1_epi32((qa.add(k) as *const i32).read_unaligned())
+                        };
+                        lo[t] = _mm512_dpbusd_epi32(lo[t], l, y(64 * c + 4 * j));
+                        hi[t] = _mm512_dpbusd_epi32(hi[t], h, y(64 * c + 32 + 4 * j));
+                    }
                 }
                 let (sub_lo, sub_hi) = (2 * c * ROWS, (2 * c + 1) * ROWS);
-                let pair = _mm512_add_epi32(
-                    _mm512_mullo_epi32(lo, bytes16(SC + sub_lo)),
-                    _mm512_mullo_epi32(hi, bytes16(SC + sub_hi)),
-                );
-                let pmin = _mm512_add_epi32(
-                    _mm512_mullo_epi32(bytes16(MN + sub_lo), _mm512_set1_epi32(q8[2 * c])),
-                    _mm512_mullo_epi32(bytes16(MN + sub_hi), _mm512_set1_epi32(q8[2 * c + 1])),
-                );
-                if gemm {
-                    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair), dd, acc);
-                    acc_min = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pmin), dm, acc_min);
-                } else {
-                    isum = _mm512_add_epi32(isum, pair);
-                    imin = _mm512_add_epi32(imin, pmin);
+                let (sc_lo, sc_hi) = (bytes16(SC + sub_lo), bytes16(SC + sub_hi));
+                let (mn_lo, mn_hi) = (bytes16(MN + sub_lo), bytes16(MN + sub_hi));
+                for t in 0..nt {
+                    let q8 = &q8s[(t * nsb + s) * 8..][..8];
+                    let pair = _mm512_add_epi32(
+                        _mm512_mullo_epi32(lo[t], sc_lo),
+                        _mm512_mullo_epi32(hi[t], sc_hi),
+                    );
+                    let pmin = _mm512_add_epi32(
+                        _mm512_mullo_epi32(mn_lo, _mm512_set1_epi32(q8[2 * c])),
+                        _mm512_mullo_epi32(mn_hi, _mm512_set1_epi32(q8[2 * c + 1])),
+                    );
+                    if gemm {
+                        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pair), dd[t], acc[t]);
+                        acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(pmin), dm[t], acc_min[t]);
+                    } else {
+                        isum[t] = _mm512_add_epi32(isum[t], pair);
+                        imin[t] = _mm512_add_epi32(imin[t], pmin);
+                    }
                 }
             }
             if !gemm {
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd, acc);
-                acc_min = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dm, acc_min);
+                for t in 0..nt {
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), dd[t], acc[t]);
+                    acc_min[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin[t]), dm[t], acc_min[t]);
+                }
             }
         }
-        // SAFETY: `out` holds 16 floats.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_sub_ps(acc, acc_min)) };
+        for t in 0..nt {
+            // SAFETY: `out[t]` holds 16 floats.
+            unsafe { _mm512_storeu_ps(out[t].as_mut_ptr(), _mm512_sub_ps(acc[t], acc_min[t])) };
+        }
     }
 }
 
