@@ -128,7 +128,7 @@ mod simd {
     use std::arch::x86_64::*;
 
     /// Tokens handled together.
-    pub(super) const T: usize = 4;
+    pub(super) const T: usize = 8;
 
     /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`sums[t·nb + b]
     /// = Σ y` of their blocks), lane = row, one output per token.
