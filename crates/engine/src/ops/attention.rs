@@ -335,9 +335,6 @@ impl QueryForK {
     }
 }
 
-/// Output lanes of the P·V product kept in registers at once.
-const RUN: usize = 128;
-
 /// `s[tk] = Σ_dk k_t[dk][tk] · q[dk]`, one FMA per term in `dk` order, for four query rows
 /// (each K column load feeds four rows).
 #[inline(always)]
@@ -355,11 +352,18 @@ fn qk_tile4(q: [&[f32]; 4], k_t: &[f32]) -> [[f32; TILE_KV]; 4] {
     s
 }
 
-/// `a[j] += v[tk][d0 + j] · p[tk]` for every cell `tk` of the tile, in order.
+/// `a[j] += v[tk][d0 + j] · p[tk]` for every cell `tk` of the tile, in order (`R` output lanes
+/// kept in registers).
 #[inline(always)]
-fn pv_run(mut a: [f32; RUN], v32: &[f32], hd: usize, d0: usize, p: &[f32; TILE_KV]) -> [f32; RUN] {
+fn pv_run<const R: usize>(
+    mut a: [f32; R],
+    v32: &[f32],
+    hd: usize,
+    d0: usize,
+    p: &[f32; TILE_KV],
+) -> [f32; R] {
     for (tk, &pt) in p.iter().enumerate() {
-        let vr: &[f32; RUN] = v32[tk * hd + d0..tk * hd + d0 + RUN].try_into().unwrap();
+        let vr: &[f32; R] = v32[tk * hd + d0..tk * hd + d0 + R].try_into().unwrap();
         for (x, &v) in a.iter_mut().zip(vr) {
             *x = v.mul_add(pt, *x);
         }
@@ -369,15 +373,15 @@ fn pv_run(mut a: [f32; RUN], v32: &[f32], hd: usize, d0: usize, p: &[f32; TILE_K
 
 /// [`pv_run`] for two query rows at once (each V load feeds both), the same order per row.
 #[inline(always)]
-fn pv_run2(
-    mut a: [[f32; RUN]; 2],
+fn pv_run2<const R: usize>(
+    mut a: [[f32; R]; 2],
     v32: &[f32],
     hd: usize,
     d0: usize,
     p: [&[f32; TILE_KV]; 2],
-) -> [[f32; RUN]; 2] {
+) -> [[f32; R]; 2] {
     for tk in 0..TILE_KV {
-        let vr: &[f32; RUN] = v32[tk * hd + d0..tk * hd + d0 + RUN].try_into().unwrap();
+        let vr: &[f32; R] = v32[tk * hd + d0..tk * hd + d0 + R].try_into().unwrap();
         let (p0, p1) = (p[0][tk], p[1][tk]);
         for (j, &v) in vr.iter().enumerate() {
             a[0][j] = v.mul_add(p0, a[0][j]);
@@ -385,6 +389,38 @@ fn pv_run2(
         }
     }
     a
+}
+
+/// The P·V update of the rows in `pair` (one or two) for output lanes `d_start..` in runs of
+/// `R` while whole runs fit; returns where the runs stopped.
+#[inline(always)]
+fn pv_runs<const R: usize>(
+    out: &mut [f32],
+    hd: usize,
+    v32: &[f32],
+    kqs: &[[f32; TILE_KV]],
+    pair: &[usize],
+    d_start: usize,
+) -> usize {
+    let n = (hd - d_start) / R;
+    for i in 0..n {
+        let d0 = d_start + i * R;
+        if let [r0, r1] = *pair {
+            let (lo, hi) = out.split_at_mut(r1 * hd);
+            let a0: &mut [f32; R] = (&mut lo[r0 * hd + d0..r0 * hd + d0 + R])
+                .try_into()
+                .unwrap();
+            let a1: &mut [f32; R] = (&mut hi[d0..d0 + R]).try_into().unwrap();
+            [*a0, *a1] = pv_run2([*a0, *a1], v32, hd, d0, [&kqs[r0], &kqs[r1]]);
+        } else {
+            let r0 = pair[0];
+            let a0: &mut [f32; R] = (&mut out[r0 * hd + d0..r0 * hd + d0 + R])
+                .try_into()
+                .unwrap();
+            *a0 = pv_run(*a0, v32, hd, d0, &kqs[r0]);
+        }
+    }
+    d_start + n * R
 }
 
 avx512_dispatch! {
@@ -455,28 +491,12 @@ fn flash_tiled_impl(
             s_sum[r] = (s_sum[r] as f64 + act::exp_sum(kq, m_new)) as f32;
             live.push(r);
         }
-        // acc[dv] += v[tk][dv] · p[tk] in tk order, a register-sized run of dv at a time, two
-        // rows per pass over V.
-        let n_runs = hd / RUN;
+        // acc[dv] += v[tk][dv] · p[tk] in tk order, register-sized runs of dv (128, 64 or 32
+        // lanes, as the head size allows), two rows per pass over V.
         for pair in live.chunks(2) {
-            for i in 0..n_runs {
-                let d0 = i * RUN;
-                if let [r0, r1] = *pair {
-                    let (lo, hi) = out.split_at_mut(r1 * hd);
-                    let a0: &mut [f32; RUN] = (&mut lo[r0 * hd + d0..r0 * hd + d0 + RUN])
-                        .try_into()
-                        .unwrap();
-                    let a1: &mut [f32; RUN] = (&mut hi[d0..d0 + RUN]).try_into().unwrap();
-                    [*a0, *a1] = pv_run2([*a0, *a1], v32, hd, d0, [&kqs[r0], &kqs[r1]]);
-                } else {
-                    let r0 = pair[0];
-                    let a0: &mut [f32; RUN] = (&mut out[r0 * hd + d0..r0 * hd + d0 + RUN])
-                        .try_into()
-                        .unwrap();
-                    *a0 = pv_run(*a0, v32, hd, d0, &kqs[r0]);
-                }
-            }
-            let d0 = n_runs * RUN;
+            let d0 = pv_runs::<128>(out, hd, v32, &kqs, pair, 0);
+            let d0 = pv_runs::<64>(out, hd, v32, &kqs, pair, d0);
+            let d0 = pv_runs::<32>(out, hd, v32, &kqs, pair, d0);
             for &r in pair {
                 let acc_tail = &mut out[r * hd + d0..(r + 1) * hd];
                 for (tk, &p) in kqs[r].iter().enumerate() {
