@@ -146,11 +146,19 @@ pub fn gemm_isa(
             let mut t0 = 0;
             while t0 < n_tok {
                 // Up to T tokens share each load and unpacking of the weights.
-                let nt = simd::T.min(n_tok - t0);
+                let nt = if n_tok - t0 >= simd::T { simd::T } else { 1 };
                 let a = &acts[t0 * ab..(t0 + nt) * ab];
                 let ng = &sums[t0 * nb..(t0 + nt) * nb];
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                unsafe { simd::dot16(group, nb, a, ng, nt, n_tok <= simd::T, &mut lanes) };
+                let pf = n_tok <= simd::T;
+                // SAFETY: as above.
+                unsafe {
+                    if nt == simd::T {
+                        simd::dot16::<{ simd::T }>(group, nb, a, ng, pf, &mut lanes)
+                    } else {
+                        simd::dot16::<1>(group, nb, a, ng, pf, &mut lanes)
+                    }
+                };
                 out.put_tokens(t0, g * ROWS, &lanes[..nt]);
                 t0 += nt;
             }
@@ -178,15 +186,15 @@ mod simd {
     /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`sums[t·nb + b]
     /// = Σ y` of their blocks), lane = row, one output per token.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) fn dot16(
+    pub(super) fn dot16<const NT: usize>(
         group: &[u8],
         nb: usize,
         a: &[u8],
         sums: &[i32],
-        nt: usize,
         prefetch: bool,
         out: &mut [[f32; ROWS]; T],
     ) {
+        let nt = NT;
         assert!((1..=T).contains(&nt));
         assert!(group.len() >= nb * GROUP_BLOCK_BYTES && a.len() >= nt * nb * Q8_0_BYTES);
         assert!(sums.len() >= nt * nb);

@@ -135,17 +135,15 @@ pub fn gemm_isa(
         for (g, group) in packed.chunks_exact(gb).enumerate() {
             let mut t0 = 0;
             while t0 < n_tok {
-                let nt = simd::T.min(n_tok - t0);
+                let nt = if n_tok - t0 >= simd::T { simd::T } else { 1 };
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+                let (a, pf) = (&acts[t0 * ab..(t0 + nt) * ab], n_tok <= simd::T);
                 unsafe {
-                    simd::dot16(
-                        group,
-                        nsb,
-                        &acts[t0 * ab..(t0 + nt) * ab],
-                        nt,
-                        n_tok <= simd::T,
-                        &mut lanes,
-                    )
+                    if nt == simd::T {
+                        simd::dot16::<{ simd::T }>(group, nsb, a, pf, &mut lanes)
+                    } else {
+                        simd::dot16::<1>(group, nsb, a, pf, &mut lanes)
+                    }
                 };
                 out.put_tokens(t0, g * ROWS, &lanes[..nt]);
                 t0 += nt;
@@ -173,14 +171,14 @@ mod simd {
 
     /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_K activations `a`, lane = row.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) fn dot16(
+    pub(super) fn dot16<const NT: usize>(
         group: &[u8],
         nsb: usize,
         a: &[u8],
-        nt: usize,
         prefetch: bool,
         out: &mut [[f32; ROWS]; T],
     ) {
+        let nt = NT;
         assert!((1..=T).contains(&nt));
         assert!(group.len() >= nsb * GROUP_SB_BYTES && a.len() >= nt * nsb * Q8_K_BYTES);
         let m4 = _mm512_set1_epi8(0x0f);
