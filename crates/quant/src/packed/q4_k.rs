@@ -147,16 +147,15 @@ pub fn gemm_isa(
             let mut t0 = 0;
             while t0 < n_tok {
                 // Blocks of T tokens never straddle `n_gemm` (a multiple of 4).
-                let nt = simd::T
-                    .min(n_tok - t0)
-                    .min(if t0 < n_gemm { n_gemm - t0 } else { n_tok });
+                let left = (n_tok - t0).min(if t0 < n_gemm { n_gemm - t0 } else { n_tok });
+                let nt = if left >= simd::T { simd::T } else { 1 };
                 let a = &acts[t0 * ab..(t0 + nt) * ab];
                 let q8 = &sums[t0 * nsb * 8..(t0 + nt) * nsb * 8];
                 let (gemm, pf) = (t0 < n_gemm, n_tok == 1);
                 // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
                 unsafe {
-                    if nt == 2 {
-                        simd::dot16::<2>(group, nsb, a, q8, gemm, pf, &mut lanes)
+                    if nt == simd::T {
+                        simd::dot16::<{ simd::T }>(group, nsb, a, q8, gemm, pf, &mut lanes)
                     } else {
                         simd::dot16::<1>(group, nsb, a, q8, gemm, pf, &mut lanes)
                     }
