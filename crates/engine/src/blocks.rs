@@ -61,9 +61,9 @@ impl Step<'_> {
         for (row, &id) in x.chunks_exact_mut(e.cols).zip(self.tokens) {
             let id = id as usize;
             let bytes = match e.packed {
-                // Only Q8_0 embeddings are packed (shared with a tied head).
+                // Packed only when shared with a tied head (Q8_0, Q6_K).
                 Some(p) => {
-                    hearth_quant::packed::q8_0::unpack_row(p, e.cols, id, &mut packed_row)?;
+                    hearth_quant::packed::unpack_row(e.ty, p, e.cols, id, &mut packed_row)?;
                     &packed_row[..]
                 }
                 None => &e.data[id * rb..(id + 1) * rb],

@@ -231,8 +231,8 @@ impl Model {
                 }
             }
             // A tied head shares its rows with the embedding lookups, which can read a packed
-            // Q8_0 row back; for other types the map stays theirs.
-            if !tied || output.ty == GgmlType::Q8_0 {
+            // Q8_0 or Q6_K row back; for other types the map stays theirs.
+            if !tied || matches!(output.ty, GgmlType::Q8_0 | GgmlType::Q6K) {
                 output.repack(&file, &threads, opts.exact)?;
             }
             if tied {

@@ -229,6 +229,25 @@ impl Out {
     }
 }
 
+/// Row `r` of a packed `ty` matrix (`cols` elements) back in GGUF's layout, for the types whose
+/// packed form serves embedding lookups too (Q8_0, Q6_K: tied heads).
+pub fn unpack_row(
+    ty: GgmlType,
+    packed: &[u8],
+    cols: usize,
+    r: usize,
+    out: &mut [u8],
+) -> Result<(), QuantError> {
+    match ty {
+        GgmlType::Q8_0 => q8_0::unpack_row(packed, cols, r, out),
+        GgmlType::Q6K => q6_k::unpack_row_at(packed, cols, r, out),
+        _ => Err(QuantError::Unsupported {
+            ty,
+            op: "reading a packed row back",
+        }),
+    }
+}
+
 /// Checks the sizes of a packed product: `packed` must hold the groups of `out.rows()` rows
 /// (`group_bytes` each) and `acts_len` must be `out.n_tok()` activation rows of `act_bytes`.
 /// Returns the row count.

@@ -102,6 +102,30 @@ fn unpack_row(group: &[u8], nsb: usize, lane: usize) -> Vec<u8> {
     row
 }
 
+/// Row `r` of a packed matrix (`cols` elements) back in GGUF's Q6_K layout (embedding lookups
+/// of a tied head).
+pub fn unpack_row_at(
+    packed: &[u8],
+    cols: usize,
+    r: usize,
+    out: &mut [u8],
+) -> Result<(), QuantError> {
+    let nsb = cols / QK_K;
+    let gb = nsb * GROUP_SB_BYTES;
+    let g = r / ROWS;
+    if row_bytes(GgmlType::Q6K, cols)? != out.len() || packed.len() < (g + 1) * gb {
+        return Err(QuantError::Length {
+            ty: GgmlType::Q6K,
+            what: "the packed row",
+            unit: "bytes",
+            expected: (g + 1) * gb,
+            got: packed.len(),
+        });
+    }
+    out.copy_from_slice(&unpack_row(&packed[g * gb..(g + 1) * gb], nsb, r % ROWS));
+    Ok(())
+}
+
 fn check(packed: &[u8], cols: usize, acts: usize, out: &Out) -> Result<usize, QuantError> {
     let ab = row_bytes(GgmlType::Q8K, cols)?;
     row_bytes(GgmlType::Q6K, cols)?;
@@ -297,9 +321,12 @@ mod tests {
             let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
             pack(&wq, cols, &mut p).unwrap();
             let gb = cols / QK_K * GROUP_SB_BYTES;
+            let mut again = vec![0u8; rb];
             for r in 0..rows {
                 let back = unpack_row(&p[(r / ROWS) * gb..][..gb], cols / QK_K, r % ROWS);
                 assert_eq!(back, wq[r * rb..(r + 1) * rb]);
+                unpack_row_at(&p, cols, r, &mut again).unwrap();
+                assert_eq!(again, back);
             }
             for isa in crate::available_isas() {
                 let mut got = vec![0f32; rows * n_tok];
