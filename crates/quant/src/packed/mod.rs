@@ -248,6 +248,53 @@ pub fn unpack_row(
     }
 }
 
+/// Checks the sizes given to a type's `pack` (`rb` bytes per source row, `gb` per packed
+/// group), clears `dst` and returns the source rows.
+pub(crate) fn start_pack(
+    ty: GgmlType,
+    src: &[u8],
+    rb: usize,
+    gb: usize,
+    dst: &mut [u8],
+) -> Result<usize, QuantError> {
+    let rows = src.len().checked_div(rb).unwrap_or(0);
+    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
+        return Err(QuantError::Length {
+            ty,
+            what: "the packed matrix",
+            unit: "bytes",
+            expected: rows.div_ceil(ROWS) * gb,
+            got: dst.len(),
+        });
+    }
+    dst.fill(0);
+    Ok(rows)
+}
+
+/// Drives a 16-row kernel over every group of `packed` (`gb` bytes each) and every token of
+/// `out`: `kernel(group, t0, wide, lanes)` computes tokens `t0..t0 + T` when `wide` (whole blocks
+/// of `T` tokens share each load of the weights) and token `t0` alone otherwise, into
+/// `lanes[token - t0][row]`.
+pub(crate) fn drive<const T: usize>(
+    packed: &[u8],
+    gb: usize,
+    out: &mut Out,
+    mut kernel: impl FnMut(&[u8], usize, bool, &mut [[f32; ROWS]; T]),
+) {
+    let n_tok = out.n_tok();
+    let mut lanes = [[0f32; ROWS]; T];
+    for (g, group) in packed.chunks_exact(gb).enumerate() {
+        let mut t0 = 0;
+        while t0 < n_tok {
+            let wide = n_tok - t0 >= T;
+            let nt = if wide { T } else { 1 };
+            kernel(group, t0, wide, &mut lanes);
+            out.put_tokens(t0, g * ROWS, &lanes[..nt]);
+            t0 += nt;
+        }
+    }
+}
+
 /// Checks the sizes of a packed product: `packed` must hold the groups of `out.rows()` rows
 /// (`group_bytes` each) and `acts_len` must be `out.n_tok()` activation rows of `act_bytes`.
 /// Returns the row count.
@@ -271,4 +318,76 @@ pub(crate) fn check(
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::isa::Isa;
+
+    /// A test case: a `rows × cols` matrix of `ty` (smooth pseudo-random values), `n_tok`
+    /// activation rows quantized for it, and the packed matrix.
+    pub struct Case {
+        pub rows: usize,
+        pub n_tok: usize,
+        pub wq: Vec<u8>,
+        pub acts: Vec<u8>,
+        pub packed: Vec<u8>,
+    }
+
+    impl Case {
+        pub fn new(ty: GgmlType, rows: usize, cols: usize, n_tok: usize) -> Case {
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|i| (i as f32 * 0.37).sin() * 2.0)
+                .collect();
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| (i as f32 * 0.13).cos() * 3.0)
+                .collect();
+            let wq = crate::quantize_matrix(ty, &w, rows, cols).unwrap();
+            let ab = crate::row_bytes(crate::vec_dot_type(ty).unwrap(), cols).unwrap();
+            let mut acts = vec![0u8; n_tok * ab];
+            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
+                crate::quantize_act(ty, row, dst).unwrap();
+            }
+            let mut packed = vec![0u8; packed_bytes(ty, rows, cols).unwrap()];
+            pack(ty, &wq, cols, &mut packed).unwrap();
+            Case {
+                rows,
+                n_tok,
+                wq,
+                acts,
+                packed,
+            }
+        }
+
+        pub fn row(&self, r: usize) -> &[u8] {
+            let rb = self.wq.len() / self.rows;
+            &self.wq[r * rb..(r + 1) * rb]
+        }
+
+        pub fn act(&self, t: usize) -> &[u8] {
+            let ab = self.acts.len() / self.n_tok;
+            &self.acts[t * ab..(t + 1) * ab]
+        }
+
+        /// Runs `product` at every ISA into a token-major output and checks every (row, token)
+        /// bit for bit against `want(row bytes, activation bytes, token)`.
+        pub fn check(
+            &self,
+            product: impl Fn(Isa, &mut Out),
+            want: impl Fn(&[u8], &[u8], usize) -> f32,
+        ) {
+            for isa in crate::available_isas() {
+                let mut got = vec![0f32; self.rows * self.n_tok];
+                product(isa, &mut Out::token_major(&mut got, self.rows).unwrap());
+                for r in 0..self.rows {
+                    for t in 0..self.n_tok {
+                        let w = want(self.row(r), self.act(t), t);
+                        let g = got[t * self.rows + r];
+                        assert_eq!(g.to_bits(), w.to_bits(), "{isa} r{r} t{t}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
 }

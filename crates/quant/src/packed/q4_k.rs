@@ -40,17 +40,7 @@ pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
     let rb = row_bytes(GgmlType::Q4K, cols)?;
     let nsb = cols / QK_K;
     let gb = nsb * GROUP_SB_BYTES;
-    let rows = src.len().checked_div(rb).unwrap_or(0);
-    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
-        return Err(QuantError::Length {
-            ty: GgmlType::Q4K,
-            what: "the packed matrix",
-            unit: "bytes",
-            expected: rows.div_ceil(ROWS) * gb,
-            got: dst.len(),
-        });
-    }
-    dst.fill(0);
+    super::start_pack(GgmlType::Q4K, src, rb, gb, dst)?;
     for (r, row) in src.chunks_exact(rb).enumerate() {
         let (g, lane) = (r / ROWS, r % ROWS);
         for (s, wb) in row.chunks_exact(Q4_K_BYTES).enumerate() {
@@ -141,29 +131,23 @@ pub fn gemm_isa(
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let n_tok = out.n_tok();
-        let mut lanes = [[0f32; ROWS]; simd::T];
-        for (g, group) in packed.chunks_exact(gb).enumerate() {
-            let mut t0 = 0;
-            while t0 < n_tok {
-                // Blocks of T tokens never straddle `n_gemm` (a multiple of 4).
-                let left = (n_tok - t0).min(if t0 < n_gemm { n_gemm - t0 } else { n_tok });
-                let nt = if left >= simd::T { simd::T } else { 1 };
-                let a = &acts[t0 * ab..(t0 + nt) * ab];
-                let q8 = &sums[t0 * nsb * 8..(t0 + nt) * nsb * 8];
-                let (gemm, pf) = (t0 < n_gemm, n_tok == 1);
-                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                unsafe {
-                    if nt == simd::T {
-                        simd::dot16::<{ simd::T }>(group, nsb, a, q8, gemm, pf, &mut lanes)
-                    } else {
-                        simd::dot16::<1>(group, nsb, a, q8, gemm, pf, &mut lanes)
-                    }
-                };
-                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
-                t0 += nt;
+        let prefetch = out.n_tok() == 1;
+        // Blocks of T (2) tokens start at even tokens, so they never straddle `n_gemm` (a
+        // multiple of 4): a block is all GEMM order or all GEMV order.
+        super::drive::<{ simd::T }>(packed, gb, out, |group, t0, wide, lanes| {
+            let nt = if wide { simd::T } else { 1 };
+            let a = &acts[t0 * ab..(t0 + nt) * ab];
+            let q8 = &sums[t0 * nsb * 8..(t0 + nt) * nsb * 8];
+            let gemm = t0 < n_gemm;
+            // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+            unsafe {
+                if wide {
+                    simd::dot16::<{ simd::T }>(group, nsb, a, q8, gemm, prefetch, lanes)
+                } else {
+                    simd::dot16::<1>(group, nsb, a, q8, gemm, prefetch, lanes)
+                }
             }
-        }
+        });
         return Ok(());
     }
     let _ = isa;
@@ -283,83 +267,27 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::Case;
     use super::*;
-    use crate::quantize_matrix;
 
-    #[test]
-    fn pack_unpack_round_trips() {
-        let (rows, cols) = (21, 512);
-        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
-        let wq = quantize_matrix(GgmlType::Q4K, &w, rows, cols).unwrap();
-        let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
-        pack(&wq, cols, &mut p).unwrap();
-        let rb = wq.len() / rows;
-        let gb = 2 * GROUP_SB_BYTES;
-        for r in 0..rows {
-            let row = unpack_row(&p[(r / ROWS) * gb..][..gb], 2, r % ROWS);
-            assert_eq!(row, wq[r * rb..(r + 1) * rb], "row {r}");
-        }
-        assert_eq!(p.len(), 2 * gb);
-    }
-
-    /// Every ISA, GEMV and GEMM (both orders), equal bit for bit to the scalar order on the
-    /// original rows, including a short last group.
+    /// Every ISA, GEMV and GEMM (both orders: 9 tokens = 8 in the GEMM order + 1 in the
+    /// GEMV's), equal bit for bit to the scalar order on the original rows, including a short
+    /// last group; the packing round-trips.
     #[test]
     fn packed_products_equal_the_repacked_order_bit_for_bit() {
         for (rows, cols, n_tok) in [(16, 256, 1), (21, 512, 7), (40, 2048, 9)] {
-            let w: Vec<f32> = (0..rows * cols)
-                .map(|i| (i as f32 * 0.37).sin() * 2.0)
-                .collect();
-            let x: Vec<f32> = (0..n_tok * cols)
-                .map(|i| (i as f32 * 0.13).cos() * 3.0)
-                .collect();
-            let wq = quantize_matrix(GgmlType::Q4K, &w, rows, cols).unwrap();
-            let rb = wq.len() / rows;
-            let ab = row_bytes(GgmlType::Q8K, cols).unwrap();
-            let mut acts = vec![0u8; n_tok * ab];
-            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
-                crate::quantize_act(GgmlType::Q4K, row, dst).unwrap();
+            let c = Case::new(GgmlType::Q4K, rows, cols, n_tok);
+            let gb = cols / QK_K * GROUP_SB_BYTES;
+            for r in 0..rows {
+                let back = unpack_row(&c.packed[(r / ROWS) * gb..][..gb], cols / QK_K, r % ROWS);
+                assert_eq!(back, c.row(r), "row {r}");
             }
-            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
-            pack(&wq, cols, &mut p).unwrap();
-            let pa = Acts::new(GgmlType::Q4K, cols, acts.clone()).unwrap();
-            let pa1 = Acts::new(GgmlType::Q4K, cols, acts[..ab].to_vec()).unwrap();
-            let n_gemm = n_tok - n_tok % 4;
-            for isa in crate::available_isas() {
-                let mut got = vec![0f32; rows * n_tok];
-                gemm_isa(
-                    isa,
-                    &p,
-                    cols,
-                    &pa,
-                    n_gemm,
-                    &mut Out::token_major(&mut got, rows).unwrap(),
-                )
-                .unwrap();
-                let mut one = vec![0f32; rows];
-                gemm_isa(
-                    isa,
-                    &p,
-                    cols,
-                    &pa1,
-                    0,
-                    &mut Out::token_major(&mut one, rows).unwrap(),
-                )
-                .unwrap();
-                for r in 0..rows {
-                    let row = &wq[r * rb..(r + 1) * rb];
-                    for t in 0..n_tok {
-                        let want = dot_q4_k_repacked(row, &acts[t * ab..(t + 1) * ab], t < n_gemm);
-                        assert_eq!(
-                            got[t * rows + r].to_bits(),
-                            want.to_bits(),
-                            "{isa} r{r} t{t}"
-                        );
-                    }
-                    let want = dot_q4_k_repacked(row, &acts[..ab], false);
-                    assert_eq!(one[r].to_bits(), want.to_bits(), "{isa} gemv r{r}");
-                }
-            }
+            let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
+            let pa = Acts::new(GgmlType::Q4K, cols, c.acts.clone()).unwrap();
+            c.check(
+                |isa, out| gemm_isa(isa, &c.packed, cols, &pa, n_gemm, out).unwrap(),
+                |row, a, t| dot_q4_k_repacked(row, a, t < n_gemm),
+            );
         }
         let mut one = [0f32; 1];
         let mut out = Out::token_major(&mut one, 1).unwrap();

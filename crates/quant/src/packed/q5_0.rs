@@ -34,17 +34,7 @@ pub fn packed_bytes(rows: usize, cols: usize) -> Result<usize, QuantError> {
 pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
     let rb = row_bytes(GgmlType::Q5_0, cols)?;
     let gb = cols / QK * GROUP_BLOCK_BYTES;
-    let rows = src.len().checked_div(rb).unwrap_or(0);
-    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
-        return Err(QuantError::Length {
-            ty: GgmlType::Q5_0,
-            what: "the packed matrix",
-            unit: "bytes",
-            expected: rows.div_ceil(ROWS) * gb,
-            got: dst.len(),
-        });
-    }
-    dst.fill(0);
+    super::start_pack(GgmlType::Q5_0, src, rb, gb, dst)?;
     for (r, row) in src.chunks_exact(rb).enumerate() {
         let (g, lane) = (r / ROWS, r % ROWS);
         for (b, wb) in row.chunks_exact(Q5_0_BYTES).enumerate() {
@@ -141,28 +131,20 @@ pub fn gemm_isa(
     let gb = nb * GROUP_BLOCK_BYTES;
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let mut lanes = [[0f32; ROWS]; simd::T];
-        for (g, group) in packed.chunks_exact(gb).enumerate() {
-            let mut t0 = 0;
-            while t0 < n_tok {
-                // Up to T tokens share each load and unpacking of the weights.
-                let nt = if n_tok - t0 >= simd::T { simd::T } else { 1 };
-                let a = &acts[t0 * ab..(t0 + nt) * ab];
-                let ng = &sums[t0 * nb..(t0 + nt) * nb];
-                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                let pf = n_tok <= simd::T;
-                // SAFETY: as above.
-                unsafe {
-                    if nt == simd::T {
-                        simd::dot16::<{ simd::T }>(group, nb, a, ng, pf, &mut lanes)
-                    } else {
-                        simd::dot16::<1>(group, nb, a, ng, pf, &mut lanes)
-                    }
-                };
-                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
-                t0 += nt;
+        let prefetch = n_tok <= simd::T;
+        super::drive::<{ simd::T }>(packed, gb, out, |group, t0, wide, lanes| {
+            let nt = if wide { simd::T } else { 1 };
+            let a = &acts[t0 * ab..(t0 + nt) * ab];
+            let ng = &sums[t0 * nb..(t0 + nt) * nb];
+            // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+            unsafe {
+                if wide {
+                    simd::dot16::<{ simd::T }>(group, nb, a, ng, prefetch, lanes)
+                } else {
+                    simd::dot16::<1>(group, nb, a, ng, prefetch, lanes)
+                }
             }
-        }
+        });
         return Ok(());
     }
     let _ = isa;
@@ -246,48 +228,29 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::Case;
     use super::*;
-    use crate::quantize_matrix;
 
     #[test]
     fn packed_products_equal_the_block_order_and_stay_near_vec_dot() {
-        for (rows, cols, n_tok) in [(16, 32, 1), (21, 640, 7), (40, 2048, 3)] {
-            let w: Vec<f32> = (0..rows * cols)
-                .map(|i| (i as f32 * 0.37).sin() * 2.0)
-                .collect();
-            let x: Vec<f32> = (0..n_tok * cols)
-                .map(|i| (i as f32 * 0.13).cos() * 3.0)
-                .collect();
-            let wq = quantize_matrix(GgmlType::Q5_0, &w, rows, cols).unwrap();
-            let rb = wq.len() / rows;
-            let ab = row_bytes(GgmlType::Q8_0, cols).unwrap();
-            let mut acts = vec![0u8; n_tok * ab];
-            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
-                crate::quantize_act(GgmlType::Q5_0, row, dst).unwrap();
-            }
-            let pa = Acts::new(GgmlType::Q5_0, cols, acts.clone()).unwrap();
-            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
-            pack(&wq, cols, &mut p).unwrap();
+        for (rows, cols, n_tok) in [(16, 32, 1), (21, 640, 7), (40, 2048, 11)] {
+            let c = Case::new(GgmlType::Q5_0, rows, cols, n_tok);
             let gb = cols / QK * GROUP_BLOCK_BYTES;
             for r in 0..rows {
-                let back = unpack_row(&p[(r / ROWS) * gb..][..gb], cols / QK, r % ROWS);
-                assert_eq!(back, wq[r * rb..(r + 1) * rb]);
+                let back = unpack_row(&c.packed[(r / ROWS) * gb..][..gb], cols / QK, r % ROWS);
+                assert_eq!(back, c.row(r));
             }
-            for isa in crate::available_isas() {
-                let mut got = vec![0f32; rows * n_tok];
-                let mut out = Out::token_major(&mut got, rows).unwrap();
-                gemm_isa(isa, &p, cols, &pa, &mut out).unwrap();
-                for r in 0..rows {
-                    let row = &wq[r * rb..(r + 1) * rb];
-                    for t in 0..n_tok {
-                        let a = &acts[t * ab..(t + 1) * ab];
-                        let want = dot_block_order(row, a);
-                        let g = got[t * rows + r];
-                        assert_eq!(g.to_bits(), want.to_bits(), "{isa} r{r} t{t}");
-                        let v = crate::vec_dot(GgmlType::Q5_0, row, a, cols).unwrap();
-                        assert!((g - v).abs() <= 1e-5 * v.abs().max(1.0), "{g} vs {v}");
-                    }
-                }
+            let pa = Acts::new(GgmlType::Q5_0, cols, c.acts.clone()).unwrap();
+            c.check(
+                |isa, out| gemm_isa(isa, &c.packed, cols, &pa, out).unwrap(),
+                |row, a, _| dot_block_order(row, a),
+            );
+            for r in 0..rows {
+                let (g, v) = (
+                    dot_block_order(c.row(r), c.act(0)),
+                    crate::vec_dot(GgmlType::Q5_0, c.row(r), c.act(0), cols).unwrap(),
+                );
+                assert!((g - v).abs() <= 1e-5 * v.abs().max(1.0), "{g} vs {v}");
             }
         }
     }

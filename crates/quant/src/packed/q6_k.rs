@@ -49,17 +49,7 @@ fn qh_at(half: usize, j: usize) -> usize {
 pub fn pack(src: &[u8], cols: usize, dst: &mut [u8]) -> Result<(), QuantError> {
     let rb = row_bytes(GgmlType::Q6K, cols)?;
     let gb = cols / QK_K * GROUP_SB_BYTES;
-    let rows = src.len().checked_div(rb).unwrap_or(0);
-    if rb == 0 || rows * rb != src.len() || dst.len() != rows.div_ceil(ROWS) * gb {
-        return Err(QuantError::Length {
-            ty: GgmlType::Q6K,
-            what: "the packed matrix",
-            unit: "bytes",
-            expected: rows.div_ceil(ROWS) * gb,
-            got: dst.len(),
-        });
-    }
-    dst.fill(0);
+    super::start_pack(GgmlType::Q6K, src, rb, gb, dst)?;
     for (r, row) in src.chunks_exact(rb).enumerate() {
         let (g, lane) = (r / ROWS, r % ROWS);
         for (s, wb) in row.chunks_exact(Q6_K_BYTES).enumerate() {
@@ -155,24 +145,19 @@ pub fn gemm_isa(
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let mut lanes = [[0f32; ROWS]; simd::T];
-        for (g, group) in packed.chunks_exact(gb).enumerate() {
-            let mut t0 = 0;
-            while t0 < n_tok {
-                let nt = if n_tok - t0 >= simd::T { simd::T } else { 1 };
-                // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
-                let (a, pf) = (&acts[t0 * ab..(t0 + nt) * ab], n_tok <= simd::T);
-                unsafe {
-                    if nt == simd::T {
-                        simd::dot16::<{ simd::T }>(group, nsb, a, pf, &mut lanes)
-                    } else {
-                        simd::dot16::<1>(group, nsb, a, pf, &mut lanes)
-                    }
-                };
-                out.put_tokens(t0, g * ROWS, &lanes[..nt]);
-                t0 += nt;
+        let prefetch = n_tok <= simd::T;
+        super::drive::<{ simd::T }>(packed, gb, out, |group, t0, wide, lanes| {
+            let nt = if wide { simd::T } else { 1 };
+            let a = &acts[t0 * ab..(t0 + nt) * ab];
+            // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
+            unsafe {
+                if wide {
+                    simd::dot16::<{ simd::T }>(group, nsb, a, prefetch, lanes)
+                } else {
+                    simd::dot16::<1>(group, nsb, a, prefetch, lanes)
+                }
             }
-        }
+        });
         return Ok(());
     }
     let _ = isa;
@@ -298,49 +283,26 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::Case;
     use super::*;
-    use crate::quantize_matrix;
 
     #[test]
     fn packed_products_equal_the_tiled_order_bit_for_bit() {
         for (rows, cols, n_tok) in [(16, 256, 1), (21, 512, 7), (40, 2048, 3)] {
-            let w: Vec<f32> = (0..rows * cols)
-                .map(|i| (i as f32 * 0.37).sin() * 2.0)
-                .collect();
-            let x: Vec<f32> = (0..n_tok * cols)
-                .map(|i| (i as f32 * 0.13).cos() * 3.0)
-                .collect();
-            let wq = quantize_matrix(GgmlType::Q6K, &w, rows, cols).unwrap();
-            let rb = wq.len() / rows;
-            let ab = row_bytes(GgmlType::Q8K, cols).unwrap();
-            let mut acts = vec![0u8; n_tok * ab];
-            for (row, dst) in x.chunks_exact(cols).zip(acts.chunks_exact_mut(ab)) {
-                crate::quantize_act(GgmlType::Q6K, row, dst).unwrap();
-            }
-            let pa = Acts::new(GgmlType::Q6K, cols, acts.clone()).unwrap();
-            let mut p = vec![0u8; packed_bytes(rows, cols).unwrap()];
-            pack(&wq, cols, &mut p).unwrap();
+            let c = Case::new(GgmlType::Q6K, rows, cols, n_tok);
             let gb = cols / QK_K * GROUP_SB_BYTES;
-            let mut again = vec![0u8; rb];
+            let mut again = vec![0u8; c.row(0).len()];
             for r in 0..rows {
-                let back = unpack_row(&p[(r / ROWS) * gb..][..gb], cols / QK_K, r % ROWS);
-                assert_eq!(back, wq[r * rb..(r + 1) * rb]);
-                unpack_row_at(&p, cols, r, &mut again).unwrap();
+                let back = unpack_row(&c.packed[(r / ROWS) * gb..][..gb], cols / QK_K, r % ROWS);
+                assert_eq!(back, c.row(r));
+                unpack_row_at(&c.packed, cols, r, &mut again).unwrap();
                 assert_eq!(again, back);
             }
-            for isa in crate::available_isas() {
-                let mut got = vec![0f32; rows * n_tok];
-                let mut out = Out::token_major(&mut got, rows).unwrap();
-                gemm_isa(isa, &p, cols, &pa, &mut out).unwrap();
-                for r in 0..rows {
-                    for t in 0..n_tok {
-                        let want =
-                            dot_q6_k_tiled(&wq[r * rb..(r + 1) * rb], &acts[t * ab..(t + 1) * ab]);
-                        let g = got[t * rows + r];
-                        assert_eq!(g.to_bits(), want.to_bits(), "{isa} r{r} t{t}");
-                    }
-                }
-            }
+            let pa = Acts::new(GgmlType::Q6K, cols, c.acts.clone()).unwrap();
+            c.check(
+                |isa, out| gemm_isa(isa, &c.packed, cols, &pa, out).unwrap(),
+                |row, a, _| dot_q6_k_tiled(row, a),
+            );
         }
     }
 }
