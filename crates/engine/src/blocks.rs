@@ -148,13 +148,11 @@ impl Step<'_> {
         // Tokens split across threads (a row at a time: the same per-row function).
         self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
             let u = &up[t0 * n_ff..t0 * n_ff + piece.len()];
-            let mut out = vec![0f32; n_ff];
             for (g, u) in piece.chunks_exact_mut(n_ff).zip(u.chunks_exact(n_ff)) {
                 match glu {
-                    Glu::Swiglu => act::swiglu(g, u, &mut out),
-                    Glu::Geglu => act::geglu(g, u, &mut out),
+                    Glu::Swiglu => act::swiglu_in_place(g, u),
+                    Glu::Geglu => act::geglu_in_place(g, u),
                 }
-                g.copy_from_slice(&out);
             }
         });
         drop(up);

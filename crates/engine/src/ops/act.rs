@@ -69,6 +69,23 @@ fn swiglu_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+fma_dispatch! {
+    /// [`swiglu`] written over `gate` (each output depends on its own inputs only).
+    pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) => swiglu_in_place_impl
+}
+
+#[inline(always)]
+fn swiglu_in_place_impl(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len();
+    let nv = n / LANES * LANES;
+    for i in 0..nv {
+        gate[i] = v_silu(gate[i]) * up[i];
+    }
+    for i in nv..n {
+        gate[i] = silu_scalar(gate[i]) * up[i];
+    }
+}
+
 /// `ggml_gelu_f32` (tanh approximation). GCC contracts `1 + a*x*x` into one FMA.
 pub fn gelu_f32(x: f32) -> f32 {
     const GELU_COEF_A: f32 = 0.044715;
@@ -102,13 +119,26 @@ pub fn gelu(x: f32) -> f32 {
 pub fn geglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     let table = &*GELU_F16;
     for ((o, &x), &g) in out.iter_mut().zip(gate).zip(up) {
-        *o = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x * g
-        } else {
-            f16::to_f32(table[f16::to_f16(x) as usize]) * g
-        };
+        *o = geglu_one(table, x, g);
+    }
+}
+
+/// [`geglu`] written over `gate`.
+pub fn geglu_in_place(gate: &mut [f32], up: &[f32]) {
+    let table = &*GELU_F16;
+    for (x, &g) in gate.iter_mut().zip(up) {
+        *x = geglu_one(table, *x, g);
+    }
+}
+
+#[inline(always)]
+fn geglu_one(table: &[u16], x: f32, g: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x * g
+    } else {
+        f16::to_f32(table[f16::to_f16(x) as usize]) * g
     }
 }
 
