@@ -320,6 +320,93 @@ pub(crate) fn check(
     Ok(rows)
 }
 
+/// The kernel shared by the packed Q4_0 and Q5_0 layouts (32-element blocks of nibbles, Q5_0
+/// adding a fifth bit from per-block masks; see [`q4_0`], [`q5_0`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod nibbles {
+    use super::ROWS;
+    use crate::common::f16_to_f32;
+    use std::arch::x86_64::*;
+
+    /// Tokens handled together.
+    pub(crate) const T: usize = 8;
+    const Q8_0_BYTES: usize = 34;
+
+    /// The 16 rows of one packed group (`BLOCK_BYTES` per block: quants at 0, the fifth-bit
+    /// masks at `MASKS_AT` when `FIFTH`, the row scales at `D_AT`) · `NT` (≤ [`T`]) Q8_0
+    /// activations `a` (`sums[t·nb + b] = Σ y` of their blocks), lane = row, one output per
+    /// token. Per block: `isum = Σ q·y − offset·Σ y` exactly (offset 8, or 16 with the fifth
+    /// bit), then `acc = fma(f32(isum), d_w · d_a, acc)`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(crate) fn dot16<
+        const NT: usize,
+        const FIFTH: bool,
+        const BLOCK_BYTES: usize,
+        const MASKS_AT: usize,
+        const D_AT: usize,
+    >(
+        group: &[u8],
+        nb: usize,
+        a: &[u8],
+        sums: &[i32],
+        prefetch: bool,
+        out: &mut [[f32; ROWS]; T],
+    ) {
+        let (nt, block_bytes, masks_at, d_at) = (NT, BLOCK_BYTES, MASKS_AT, D_AT);
+        assert!((1..=T).contains(&nt));
+        assert!(d_at + 2 * ROWS <= block_bytes && (!FIFTH || masks_at + 64 <= d_at));
+        assert!(group.len() >= nb * block_bytes && a.len() >= nt * nb * Q8_0_BYTES);
+        assert!(sums.len() >= nt * nb);
+        let offset = if FIFTH { -16 } else { -8 };
+        let m4 = _mm512_set1_epi8(0x0f);
+        let sixteen = _mm512_set1_epi8(16);
+        let mut acc = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            // SAFETY (raw loads below): `p` is one whole packed block and `y` one whole Q8_0
+            // block of a token t < nt (asserted above); offsets stay inside them.
+            let p = unsafe { group.as_ptr().add(b * block_bytes) };
+            // Fetch 16 blocks (5-6 KiB) ahead while this one computes: a decode step streams
+            // through every weight once (a batch finds them in cache).
+            for line in (0..block_bytes).step_by(64).filter(|_| prefetch) {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * block_bytes + line).cast());
+            }
+            let mask =
+                |i: usize| unsafe { (p.add(masks_at + 8 * i) as *const u64).read_unaligned() };
+            let mut lo = [_mm512_setzero_si512(); 4];
+            let mut hi = [_mm512_setzero_si512(); 4];
+            for j in 0..4 {
+                let x = unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) };
+                lo[j] = _mm512_and_si512(x, m4);
+                hi[j] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                if FIFTH {
+                    lo[j] = _mm512_mask_add_epi8(lo[j], mask(2 * j), lo[j], sixteen);
+                    hi[j] = _mm512_mask_add_epi8(hi[j], mask(2 * j + 1), hi[j], sixteen);
+                }
+            }
+            let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(d_at).cast())) };
+            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
+                let y = unsafe { a.as_ptr().add((t * nb + b) * Q8_0_BYTES) };
+                let ys = |k: usize| unsafe {
+                    _mm512_set1_epi32((y.add(2 + k) as *const i32).read_unaligned())
+                };
+                let mut isum = _mm512_set1_epi32(offset * sums[t * nb + b]);
+                for j in 0..4 {
+                    isum = _mm512_dpbusd_epi32(isum, lo[j], ys(4 * j));
+                    isum = _mm512_dpbusd_epi32(isum, hi[j], ys(16 + 4 * j));
+                }
+                let da = f16_to_f32(u16::from_le_bytes(unsafe { *(y as *const [u8; 2]) }));
+                let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+            }
+        }
+        for (o, acc) in out.iter_mut().zip(acc).take(nt) {
+            // SAFETY: `o` holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;

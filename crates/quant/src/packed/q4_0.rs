@@ -14,7 +14,6 @@ use crate::{GgmlType, QuantError, row_bytes};
 
 const QK: usize = 32;
 const Q4_0_BYTES: usize = 18;
-const Q8_0_BYTES: usize = 34;
 const D: usize = 64 * 4;
 /// Bytes of one block of one group of 16 rows.
 pub const GROUP_BLOCK_BYTES: usize = D + 2 * ROWS;
@@ -86,17 +85,21 @@ pub fn gemm_isa(
     let gb = nb * GROUP_BLOCK_BYTES;
     #[cfg(target_arch = "x86_64")]
     if isa.min(crate::isa::detected_isa()) >= Isa::Avx512Vnni {
-        let prefetch = n_tok <= simd::T;
-        super::drive::<{ simd::T }>(packed, gb, out, |group, t0, wide, lanes| {
-            let nt = if wide { simd::T } else { 1 };
+        let prefetch = n_tok <= super::nibbles::T;
+        super::drive::<{ super::nibbles::T }>(packed, gb, out, |group, t0, wide, lanes| {
+            let nt = if wide { super::nibbles::T } else { 1 };
             let a = &acts[t0 * ab..(t0 + nt) * ab];
             let ng = &sums[t0 * nb..(t0 + nt) * nb];
             // SAFETY: the CPU has AVX-512 VNNI (checked above); sizes were checked.
             unsafe {
                 if wide {
-                    simd::dot16::<{ simd::T }>(group, nb, a, ng, prefetch, lanes)
+                    super::nibbles::dot16::<{ super::nibbles::T }, false, GROUP_BLOCK_BYTES, 0, D>(
+                        group, nb, a, ng, prefetch, lanes,
+                    )
                 } else {
-                    simd::dot16::<1>(group, nb, a, ng, prefetch, lanes)
+                    super::nibbles::dot16::<1, false, GROUP_BLOCK_BYTES, 0, D>(
+                        group, nb, a, ng, prefetch, lanes,
+                    )
                 }
             }
         });
@@ -110,73 +113,6 @@ pub fn gemm_isa(
         }
     }
     Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use super::*;
-    use std::arch::x86_64::*;
-
-    /// Tokens handled together.
-    pub(super) const T: usize = 8;
-
-    /// The 16 rows of one packed group · `nt` (≤ [`T`]) Q8_0 activations `a` (`sums[t·nb + b]
-    /// = Σ y` of their blocks), lane = row, one output per token.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) fn dot16<const NT: usize>(
-        group: &[u8],
-        nb: usize,
-        a: &[u8],
-        sums: &[i32],
-        prefetch: bool,
-        out: &mut [[f32; ROWS]; T],
-    ) {
-        let nt = NT;
-        assert!((1..=T).contains(&nt));
-        assert!(group.len() >= nb * GROUP_BLOCK_BYTES && a.len() >= nt * nb * Q8_0_BYTES);
-        assert!(sums.len() >= nt * nb);
-        let m4 = _mm512_set1_epi8(0x0f);
-        let mut acc = [_mm512_setzero_ps(); T];
-        for b in 0..nb {
-            // SAFETY (raw loads below): `p` is one whole packed block and `y(t)` one whole Q8_0
-            // block of token t < nt (asserted above); offsets stay inside them.
-            let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
-            // Fetch 16 blocks (5-9 KiB) ahead while this one computes: a decode step streams
-            // through every weight once (a batch finds them in cache).
-            for line in (0..GROUP_BLOCK_BYTES).step_by(64).filter(|_| prefetch) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * GROUP_BLOCK_BYTES + line).cast());
-            }
-            let mut lo = [_mm512_setzero_si512(); 4];
-            let mut hi = [_mm512_setzero_si512(); 4];
-            for j in 0..4 {
-                let x = unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) };
-                lo[j] = _mm512_and_si512(x, m4);
-                hi[j] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-            }
-            let dw = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(D).cast())) };
-            for (t, acc) in acc.iter_mut().enumerate().take(nt) {
-                let y = unsafe { a.as_ptr().add((t * nb + b) * Q8_0_BYTES) };
-                let ys = |k: usize| unsafe {
-                    _mm512_set1_epi32((y.add(2 + k) as *const i32).read_unaligned())
-                };
-                // The offset of the unsigned values: -8 Σ y.
-                let mut isum = _mm512_set1_epi32(-8 * sums[t * nb + b]);
-                for j in 0..4 {
-                    isum = _mm512_dpbusd_epi32(isum, lo[j], ys(4 * j));
-                    isum = _mm512_dpbusd_epi32(isum, hi[j], ys(16 + 4 * j));
-                }
-                let da = crate::common::f16_to_f32(u16::from_le_bytes(unsafe {
-                    *(y as *const [u8; 2])
-                }));
-                let d = _mm512_mul_ps(dw, _mm512_set1_ps(da));
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
-            }
-        }
-        for (o, acc) in out.iter_mut().zip(acc).take(nt) {
-            // SAFETY: `o` holds 16 floats.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), acc) };
-        }
-    }
 }
 
 #[cfg(test)]
