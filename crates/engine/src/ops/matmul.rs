@@ -20,7 +20,7 @@ pub struct MatRef<'a> {
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
-    /// The same rows repacked for their kernels (Q4_K: `hearth_quant::packed_q4_k`), if made.
+    /// The same rows repacked for their kernels (`hearth_quant::packed`), if the loader made them.
     pub packed: Option<&'a [u8]>,
 }
 
@@ -60,77 +60,132 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
         return packed_rows(threads, w, packed, x, n_tok, out);
     }
     let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
+    let rb = w.row_bytes();
+    let rows_of = |r0: usize, n: usize| &w.data[r0 * rb..(r0 + n) * rb];
     if n_tok > 1 && order == Order::VecDot && hearth_quant::gemm::gemm_supported(w.ty) {
-        return batched(threads, w, x, n_tok, out);
+        // Each weight block unpacked once for every token; bit-identical to `vec_dot`.
+        let q = quantize_rows(threads, w.ty, x, w.cols)?;
+        let acts = hearth_quant::gemm::ActBatch::from_quantized(w.ty, w.cols, q)?;
+        return by_rows(threads, w.rows, n_tok, BLOCK, out, |r0, piece| {
+            hearth_quant::gemm::gemm(rows_of(r0, piece.len() / n_tok), &acts, piece)
+        });
     }
     if n_tok > 1 && order == Order::Repacked && w.ty == GgmlType::Q4_0 {
-        return batched_q4_0(threads, w, x, n_tok, out);
+        // The repacked kernels' order, 16 tokens per register (`hearth_quant::gemm_q4`).
+        let q = quantize_rows(threads, w.ty, x, w.cols)?;
+        let acts = hearth_quant::gemm_q4::Q4Acts::from_quantized(w.cols, q)?;
+        return by_rows(threads, w.rows, n_tok, BLOCK, out, |r0, piece| {
+            hearth_quant::gemm_q4::gemm_q4_0(rows_of(r0, piece.len() / n_tok), &acts, piece)
+        });
     }
     if let Some(k) = gemm_order::k_order(order, w.ty).filter(|_| n_tok > 1) {
-        return batched_k(threads, k, w, x, n_tok, out);
+        // Q4_K and Q6_K in llama.cpp's batched orders (`hearth_quant::gemm_k`).
+        let q = quantize_rows(threads, w.ty, x, w.cols)?;
+        let acts = hearth_quant::gemm_k::KActs::from_quantized(w.cols, q)?;
+        let n_gemm = n_tok - n_tok % 4;
+        return by_rows(threads, w.rows, n_tok, BLOCK, out, |r0, piece| {
+            let rows = rows_of(r0, piece.len() / n_tok);
+            hearth_quant::gemm_k::gemm_k(k, rows, w.cols, &acts, n_gemm, piece)
+        });
     }
     let mut acts = Vec::with_capacity(n_tok);
     for row in x.chunks_exact(w.cols) {
         acts.push(Activation::new(w.ty, row)?);
     }
-    let rb = w.row_bytes();
-    let err = std::sync::Mutex::new(None);
-    if n_tok == 1 && order == Order::Repacked && w.ty == GgmlType::Q4_0 {
-        // Sixteen rows per register (`BLOCK` is a multiple of 16).
-        let act = acts[0].as_bytes();
-        threads.chunks(out, 1, BLOCK, |r0, piece| {
-            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
-            if let Err(e) = hearth_quant::gemm_q4::gemv_q4_0(bytes, act, piece) {
-                *err.lock().unwrap() = Some(e);
-            }
-        });
-    } else if n_tok == 1 && order == Order::Repacked && w.ty == GgmlType::Q4K {
-        let act = acts[0].as_bytes();
-        threads.chunks(out, 1, BLOCK, |r0, piece| {
-            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
-            if let Err(e) = hearth_quant::gemm_k::gemv_q4_k(bytes, w.cols, act, piece) {
-                *err.lock().unwrap() = Some(e);
-            }
-        });
-    } else if n_tok == 1 {
+    if n_tok == 1 {
         let act = &acts[0];
-        threads.chunks(out, 1, BLOCK, |r0, piece| {
-            let bytes = &w.data[r0 * rb..(r0 + piece.len()) * rb];
-            if let Err(e) = rows_dot(order, bytes, act, false, piece) {
-                *err.lock().unwrap() = Some(e);
-            }
-        });
-    } else {
-        // Rows-major scratch, transposed into `out` at the end.
-        let mut out_t = scratch(w.rows * n_tok);
-        threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
-            let rows = piece.len() / n_tok;
-            let mut tmp = [0f32; BLOCK];
-            let mut b0 = 0;
-            while b0 < rows {
-                let nb = BLOCK.min(rows - b0);
-                let first = r0 + b0;
-                let bytes = &w.data[first * rb..(first + nb) * rb];
-                for (t, act) in acts.iter().enumerate() {
-                    let gemm = gemm_order::in_gemm(t, n_tok);
-                    if let Err(e) = rows_dot(order, bytes, act, gemm, &mut tmp[..nb]) {
-                        *err.lock().unwrap() = Some(e);
-                        return;
-                    }
-                    for (i, &v) in tmp[..nb].iter().enumerate() {
-                        piece[(b0 + i) * n_tok + t] = v;
-                    }
+        return by_rows(threads, w.rows, 1, BLOCK, out, |r0, piece| {
+            let rows = rows_of(r0, piece.len());
+            match (order, w.ty) {
+                // Sixteen rows per register (`BLOCK` is a multiple of 16).
+                (Order::Repacked, GgmlType::Q4_0) => {
+                    hearth_quant::gemm_q4::gemv_q4_0(rows, act.as_bytes(), piece)
                 }
-                b0 += nb;
+                (Order::Repacked, GgmlType::Q4K) => {
+                    hearth_quant::gemm_k::gemv_q4_k(rows, w.cols, act.as_bytes(), piece)
+                }
+                _ => rows_dot(order, rows, act, false, piece),
             }
         });
-        transpose(threads, &out_t, n_tok, w.rows, out);
+    }
+    by_rows(threads, w.rows, n_tok, BLOCK, out, |r0, piece| {
+        let rows = piece.len() / n_tok;
+        let mut tmp = [0f32; BLOCK];
+        let mut b0 = 0;
+        while b0 < rows {
+            let nb = BLOCK.min(rows - b0);
+            for (t, act) in acts.iter().enumerate() {
+                let gemm = gemm_order::in_gemm(t, n_tok);
+                rows_dot(order, rows_of(r0 + b0, nb), act, gemm, &mut tmp[..nb])?;
+                for (i, &v) in tmp[..nb].iter().enumerate() {
+                    piece[(b0 + i) * n_tok + t] = v;
+                }
+            }
+            b0 += nb;
+        }
+        Ok(())
+    })
+}
+
+/// Splits the `rows` rows of a product over `n_tok` tokens across threads (pieces of a
+/// multiple of `align` rows): `f(first_row, piece)` fills `piece`, its rows' outputs row-major
+/// (`[row][token]`). A batch goes through a reused scratch and one tiled transpose into
+/// token-major `out`; for one token the two layouts are the same, so pieces write `out`
+/// directly. Returns the first error a piece reports.
+fn by_rows(
+    threads: &Threads,
+    rows: usize,
+    n_tok: usize,
+    align: usize,
+    out: &mut [f32],
+    f: impl Fn(usize, &mut [f32]) -> Result<(), QuantError> + Sync + Send,
+) -> Result<()> {
+    let err = std::sync::Mutex::new(None);
+    let run = |r0: usize, piece: &mut [f32]| {
+        if let Err(e) = f(r0, piece) {
+            *err.lock().unwrap() = Some(e);
+        }
+    };
+    if n_tok == 1 {
+        threads.chunks(out, 1, align, run);
+    } else {
+        let mut out_t = scratch(rows * n_tok);
+        threads.chunks(&mut out_t, n_tok, align, run);
+        transpose(threads, &out_t, n_tok, rows, out);
         give_back(out_t);
     }
     match err.into_inner().unwrap() {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// A matrix repacked in 16-row groups (`hearth_quant::packed`: llama.cpp's repacked orders
+/// for Q4_0/Q4_K, the tiled one for Q6_K, hearth's block order for Q5_0/Q8_0).
+fn packed_rows(
+    threads: &Threads,
+    w: MatRef,
+    packed: &[u8],
+    x: &[f32],
+    n_tok: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0, q6_k, q8_0};
+    let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
+    let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
+    let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
+    by_rows(threads, w.rows, n_tok, ROWS, out, |r0, piece| {
+        let n = piece.len() / n_tok;
+        let g = &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
+        let o = &mut Out::row_major(piece, n)?;
+        match w.ty {
+            GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
+            GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
+            GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
+            GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
+            _ => q4_0::gemm(g, w.cols, &acts, o),
+        }
+    })
 }
 
 thread_local! {
@@ -194,144 +249,6 @@ fn quantize_rows(threads: &Threads, ty: GgmlType, x: &[f32], cols: usize) -> Res
         Some(e) => Err(e.into()),
         None => Ok(q),
     }
-}
-
-/// Several tokens through `hearth_quant::gemm_k` (Q4_K and Q6_K in llama.cpp's batched orders).
-fn batched_k(
-    threads: &Threads,
-    k: hearth_quant::gemm_k::KOrder,
-    w: MatRef,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    let acts = quantize_rows(threads, w.ty, x, w.cols)?;
-    let acts = hearth_quant::gemm_k::KActs::from_quantized(w.cols, acts)?;
-    let n_gemm = n_tok - n_tok % 4;
-    let rb = w.row_bytes();
-    let err = std::sync::Mutex::new(None);
-    let mut out_t = scratch(w.rows * n_tok);
-    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
-        let rows = piece.len() / n_tok;
-        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
-        let r = hearth_quant::gemm_k::gemm_k(k, bytes, w.cols, &acts, n_gemm, piece);
-        if let Err(e) = r {
-            *err.lock().unwrap() = Some(e);
-        }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e.into());
-    }
-    transpose(threads, &out_t, n_tok, w.rows, out);
-    give_back(out_t);
-    Ok(())
-}
-
-/// Several tokens through `hearth_quant::gemm` (each weight block unpacked once for all of
-/// them; bit-identical to one `vec_dot` per pair).
-/// A matrix repacked in 16-row groups (`hearth_quant::packed`, llama.cpp's repacked orders):
-/// threads split the groups.
-fn packed_rows(
-    threads: &Threads,
-    w: MatRef,
-    packed: &[u8],
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0, q6_k, q8_0};
-    let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
-    let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
-    let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
-    let err = std::sync::Mutex::new(None);
-    let product = |g: &[u8], o: &mut Out| {
-        let r = match w.ty {
-            GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
-            GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
-            GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
-            GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
-            _ => q4_0::gemm(g, w.cols, &acts, o),
-        };
-        if let Err(e) = r {
-            *err.lock().unwrap() = Some(e);
-        }
-    };
-    let groups = |r0: usize, n: usize| &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
-    if n_tok == 1 {
-        threads.chunks(out, 1, ROWS, |r0, piece| {
-            let n = piece.len();
-            match Out::token_major(piece, n) {
-                Ok(mut o) => product(groups(r0, n), &mut o),
-                Err(e) => *err.lock().unwrap() = Some(e),
-            }
-        });
-    } else {
-        // A batch: rows write their tokens in a few streams, then one tiled transpose.
-        let mut out_t = scratch(w.rows * n_tok);
-        threads.chunks(&mut out_t, n_tok, ROWS, |r0, piece| {
-            let n = piece.len() / n_tok;
-            match Out::row_major(piece, n) {
-                Ok(mut o) => product(groups(r0, n), &mut o),
-                Err(e) => *err.lock().unwrap() = Some(e),
-            }
-        });
-        transpose(threads, &out_t, n_tok, w.rows, out);
-        give_back(out_t);
-    }
-    match err.into_inner().unwrap() {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
-}
-
-fn batched(threads: &Threads, w: MatRef, x: &[f32], n_tok: usize, out: &mut [f32]) -> Result<()> {
-    let q = quantize_rows(threads, w.ty, x, w.cols)?;
-    let acts = hearth_quant::gemm::ActBatch::from_quantized(w.ty, w.cols, q)?;
-    let rb = w.row_bytes();
-    let err = std::sync::Mutex::new(None);
-    let mut out_t = scratch(w.rows * n_tok);
-    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
-        let rows = piece.len() / n_tok;
-        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
-        if let Err(e) = hearth_quant::gemm::gemm(bytes, &acts, piece) {
-            *err.lock().unwrap() = Some(e);
-        }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e.into());
-    }
-    transpose(threads, &out_t, n_tok, w.rows, out);
-    give_back(out_t);
-    Ok(())
-}
-
-/// Several tokens through `hearth_quant::gemm_q4` (Q4_0 in the repacked kernels' order, 16
-/// tokens per register; bit-identical to one `gemm_order::dot` per pair).
-fn batched_q4_0(
-    threads: &Threads,
-    w: MatRef,
-    x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    let q = quantize_rows(threads, w.ty, x, w.cols)?;
-    let acts = hearth_quant::gemm_q4::Q4Acts::from_quantized(w.cols, q)?;
-    let rb = w.row_bytes();
-    let err = std::sync::Mutex::new(None);
-    let mut out_t = scratch(w.rows * n_tok);
-    threads.chunks(&mut out_t, n_tok, BLOCK, |r0, piece| {
-        let rows = piece.len() / n_tok;
-        let bytes = &w.data[r0 * rb..(r0 + rows) * rb];
-        if let Err(e) = hearth_quant::gemm_q4::gemm_q4_0(bytes, &acts, piece) {
-            *err.lock().unwrap() = Some(e);
-        }
-    });
-    if let Some(e) = err.into_inner().unwrap() {
-        return Err(e.into());
-    }
-    transpose(threads, &out_t, n_tok, w.rows, out);
-    give_back(out_t);
-    Ok(())
 }
 
 #[cfg(test)]
