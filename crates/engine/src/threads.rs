@@ -85,6 +85,27 @@ impl Threads {
         self.n
     }
 
+    /// Splits `n_items` items into ranges (a multiple of `align` items each except the last)
+    /// and calls `f(first_item, count)` for each, in parallel: for callers whose pieces are
+    /// not contiguous slices (a column range of a matrix).
+    pub fn ranges(&self, n_items: usize, align: usize, f: impl Fn(usize, usize) + Sync + Send) {
+        if n_items == 0 {
+            return;
+        }
+        if self.workers.is_empty() || n_items <= align {
+            return f(0, n_items);
+        }
+        let Ok(_guard) = self.busy.try_lock() else {
+            return f(0, n_items);
+        };
+        let per = pieces(n_items, self.n, align);
+        let run = |i: usize| {
+            let start = i * per;
+            f(start, per.min(n_items - start));
+        };
+        self.run(&run, n_items.div_ceil(per));
+    }
+
     /// Splits `out` into pieces of whole items (`unit` elements each, a multiple of `align`
     /// items per piece except the last) and calls `f(first_item, piece)` for each, in parallel.
     pub fn chunks<T: Send>(
@@ -105,9 +126,7 @@ impl Threads {
         let Ok(_guard) = self.busy.try_lock() else {
             return f(0, out);
         };
-        // A few pieces per thread so that uneven pieces even out.
-        let align = align.max(1);
-        let per = n_items.div_ceil(self.n * 8).div_ceil(align) * align;
+        let per = pieces(n_items, self.n, align);
         let n_pieces = n_items.div_ceil(per);
         let len = out.len();
         let base = SendPtr(out.as_mut_ptr());
@@ -155,6 +174,12 @@ impl Threads {
             panic!("a worker thread panicked in a parallel loop");
         }
     }
+}
+
+/// Items per piece: a few pieces per thread so that uneven pieces even out.
+fn pieces(n_items: usize, threads: usize, align: usize) -> usize {
+    let align = align.max(1);
+    n_items.div_ceil(threads * 8).div_ceil(align) * align
 }
 
 struct SendPtr<T>(*mut T);

@@ -174,19 +174,49 @@ fn packed_rows(
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
     let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
     let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
-    by_rows(threads, w.rows, n_tok, ROWS, out, |r0, piece| {
-        let n = piece.len() / n_tok;
+    // Checks that `out` is whole `[n_tok][rows]`.
+    if Out::token_major(out, w.rows)?.n_tok() != n_tok {
+        return Err(QuantError::Length {
+            ty: GgmlType::F32,
+            what: "the output",
+            unit: "floats",
+            expected: n_tok * w.rows,
+            got: out.len(),
+        }
+        .into());
+    }
+    // The kernels write through strides, so each thread writes its column range of the
+    // token-major output in place: no row-major scratch and transpose.
+    let err = std::sync::Mutex::new(None);
+    let base = OutPtr(out.as_mut_ptr());
+    threads.ranges(w.rows, ROWS, |r0, n| {
         let g = &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
-        let o = &mut Out::row_major(piece, n)?;
-        match w.ty {
+        let base = &base;
+        // SAFETY: (t, r0 + r) for t < n_tok, r < n lies inside `out` (length checked above);
+        // the ranges handed to the threads are disjoint and `out` stays borrowed until all
+        // are done.
+        let o = &mut unsafe { Out::from_raw(base.0.add(r0), w.rows, 1, n, n_tok) };
+        let res = match w.ty {
             GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
             GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
             GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
             GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
             _ => q4_0::gemm(g, w.cols, &acts, o),
+        };
+        if let Err(e) = res {
+            *err.lock().unwrap() = Some(e);
         }
-    })
+    });
+    match err.into_inner().unwrap() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
+
+/// The output of a packed product, shared by the threads that write disjoint parts of it.
+struct OutPtr(*mut f32);
+// SAFETY: only used to hand disjoint column ranges of one `&mut [f32]` to the pool's threads.
+unsafe impl Sync for OutPtr {}
 
 thread_local! {
     /// The row-major scratch of the batched products, kept between calls: a fresh 16 MB
@@ -261,6 +291,40 @@ mod tests {
         let threads = Threads::new(2).unwrap();
         for (rows, n_tok) in [(37, 5), (40, 5), (40, 19)] {
             check_batched(&threads, rows, 256, n_tok);
+        }
+    }
+
+    /// Packed matrices over two threads, each writing its rows of the token-major output in
+    /// place: a batch equals its tokens one at a time (these orders do not depend on the batch).
+    #[test]
+    fn packed_batches_write_every_row_of_every_token() {
+        let threads = Threads::new(2).unwrap();
+        let (rows, cols, n_tok) = (296, 512, 70);
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
+        let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q6K,
+        ] {
+            let data = quantize_matrix(ty, &w, rows, cols).unwrap();
+            let mut packed = vec![0u8; hearth_quant::packed::packed_bytes(ty, rows, cols).unwrap()];
+            hearth_quant::packed::pack(ty, &data, cols, &mut packed).unwrap();
+            let m = MatRef {
+                ty,
+                rows,
+                cols,
+                data: &data,
+                packed: Some(&packed),
+            };
+            let mut out = vec![f32::NAN; n_tok * rows];
+            matmul(&threads, m, &x, &mut out).unwrap();
+            for t in 0..n_tok {
+                let mut one = vec![0f32; rows];
+                matmul(&threads, m, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
+                assert_eq!(&out[t * rows..(t + 1) * rows], &one[..], "{ty} token {t}");
+            }
         }
     }
 

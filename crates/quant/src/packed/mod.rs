@@ -283,17 +283,37 @@ pub(crate) fn drive<const T: usize>(
 ) {
     let n_tok = out.n_tok();
     let mut lanes = [[0f32; ROWS]; T];
-    for (g, group) in packed.chunks_exact(gb).enumerate() {
-        let mut t0 = 0;
-        while t0 < n_tok {
-            let wide = n_tok - t0 >= T;
-            let nt = if wide { T } else { 1 };
-            kernel(group, t0, wide, &mut lanes);
-            out.put_tokens(t0, g * ROWS, &lanes[..nt]);
-            t0 += nt;
+    // Blocked for L2: runs of groups whose weights fit in `RUN_BYTES`, and within a run,
+    // passes of `TOKENS_PER_PASS` tokens over each group, so both the run's weights and a
+    // pass's activations stay in L2 (a 512-token batch of 8192-wide activations is 4.4 MB,
+    // which every group would otherwise stream again from L3).
+    let per_run = (RUN_BYTES / gb.max(1)).max(1);
+    for (run, run_groups) in packed.chunks(per_run * gb.max(1)).enumerate() {
+        let mut c0 = 0;
+        while c0 < n_tok {
+            let c1 = (c0 + TOKENS_PER_PASS).min(n_tok);
+            for (i, group) in run_groups.chunks_exact(gb).enumerate() {
+                let g = run * per_run + i;
+                let mut t0 = c0;
+                while t0 < c1 {
+                    let wide = c1 - t0 >= T;
+                    let nt = if wide { T } else { 1 };
+                    kernel(group, t0, wide, &mut lanes);
+                    out.put_tokens(t0, g * ROWS, &lanes[..nt]);
+                    t0 += nt;
+                }
+            }
+            c0 = c1;
         }
     }
 }
+
+/// Weight bytes of one run of groups in [`drive`].
+const RUN_BYTES: usize = 256 << 10;
+
+/// Tokens per pass of [`drive`] over the groups: a multiple of every kernel's `T` and of 4
+/// (llama.cpp's GEMM order covers whole blocks of 4 tokens), so passes split no block.
+const TOKENS_PER_PASS: usize = 64;
 
 /// Checks the sizes of a packed product: `packed` must hold the groups of `out.rows()` rows
 /// (`group_bytes` each) and `acts_len` must be `out.n_tok()` activation rows of `act_bytes`.

@@ -123,7 +123,8 @@ mod tests {
     #[test]
     fn packed_products_equal_the_repacked_order_bit_for_bit() {
         // 11 tokens: one block of 8 sharing each weight load, then 3 alone.
-        for (rows, cols, n_tok) in [(16, 32, 1), (21, 512, 7), (40, 2048, 11)] {
+        // 200 × 4096 with 70 tokens: several runs of groups and two passes of tokens.
+        for (rows, cols, n_tok) in [(16, 32, 1), (21, 512, 7), (40, 2048, 11), (200, 4096, 70)] {
             let c = Case::new(GgmlType::Q4_0, rows, cols, n_tok);
             let gb = cols / QK * GROUP_BLOCK_BYTES;
             for r in 0..rows {

@@ -272,10 +272,11 @@ mod tests {
 
     /// Every ISA, GEMV and GEMM (both orders: 9 tokens = 8 in the GEMM order + 1 in the
     /// GEMV's), equal bit for bit to the scalar order on the original rows, including a short
-    /// last group; the packing round-trips.
+    /// last group, and several runs of groups and passes of tokens (200 × 4096, 70 tokens);
+    /// the packing round-trips.
     #[test]
     fn packed_products_equal_the_repacked_order_bit_for_bit() {
-        for (rows, cols, n_tok) in [(16, 256, 1), (21, 512, 7), (40, 2048, 9)] {
+        for (rows, cols, n_tok) in [(16, 256, 1), (21, 512, 7), (40, 2048, 9), (200, 4096, 70)] {
             let c = Case::new(GgmlType::Q4K, rows, cols, n_tok);
             let gb = cols / QK_K * GROUP_SB_BYTES;
             for r in 0..rows {
