@@ -194,10 +194,11 @@ mod simd {
             // SAFETY (every raw load below): `p` is one whole packed super-block and `ab(t)`
             // one whole Q8_K block of a token t < nt (asserted above); offsets stay inside.
             let p = unsafe { group.as_ptr().add(s * GROUP_SB_BYTES) };
-            // Fetch the next super-block (or the next group's first) while this one computes:
-            // a decode step streams through every weight once (a batch finds them in cache).
+            // Fetch two super-blocks ahead (5-7 KiB; one ahead was 6% slower at decode) while
+            // this one computes: a decode step streams through every weight once (a batch
+            // finds them in cache).
             for line in (0..GROUP_SB_BYTES).step_by(64).filter(|_| prefetch) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(GROUP_SB_BYTES + line).cast());
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2 * GROUP_SB_BYTES + line).cast());
             }
             let ab = |t: usize| unsafe { a.as_ptr().add((t * nsb + s) * Q8_K_BYTES) };
             let half = |at: usize| unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(at).cast())) };
