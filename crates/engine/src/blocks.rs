@@ -4,6 +4,7 @@
 //! A [`Step`] is one forward pass over a batch of consecutive tokens of the session; every
 //! activation is a row-major `n_tokens × width` matrix of f32.
 
+use crate::buffers::Buffers;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::model::{Layer, Matrix, Model};
@@ -28,6 +29,8 @@ pub(crate) struct Step<'a> {
     /// Batch rows whose logits are wanted, ascending.
     pub out_rows: &'a [usize],
     pub kernel: Kernel,
+    /// Where activation buffers come from and go back to (see [`Buffers`]).
+    pub bufs: &'a Buffers,
 }
 
 impl Step<'_> {
@@ -35,9 +38,14 @@ impl Step<'_> {
         self.tokens.len()
     }
 
+    /// Returns an activation buffer that is no longer needed.
+    pub fn give(&self, v: Vec<f32>) {
+        self.bufs.give(v);
+    }
+
     fn matmul(&self, w: &Matrix, x: &[f32]) -> Result<Vec<f32>> {
         let n = x.len() / w.cols;
-        let mut out = vec![0f32; n * w.rows];
+        let mut out = self.bufs.take(n * w.rows);
         matmul::matmul(&self.m.threads, w.view(self.m.bytes()), x, &mut out)?;
         Ok(out)
     }
@@ -56,7 +64,7 @@ impl Step<'_> {
         let m = self.m;
         let e = m.tok_embd.view(m.bytes());
         let rb = e.row_bytes();
-        let mut x = vec![0f32; self.n_tokens() * e.cols];
+        let mut x = self.bufs.take(self.n_tokens() * e.cols);
         let mut packed_row = vec![0u8; if e.packed.is_some() { rb } else { 0 }];
         for (row, &id) in x.chunks_exact_mut(e.cols).zip(self.tokens) {
             let id = id as usize;
@@ -78,7 +86,7 @@ impl Step<'_> {
 
     /// RMS norm of every row with weight `w`.
     pub fn norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
+        let mut out = self.bufs.take(x.len());
         let (n, eps) = (w.len(), self.m.hp.rms_eps);
         self.m.threads.chunks(&mut out, n, 1, |t0, piece| {
             norm::rms_norm_rows(&x[t0 * n..t0 * n + piece.len()], w, eps, piece);
@@ -125,7 +133,7 @@ impl Step<'_> {
             scale: hp.kq_scale,
             window: hp.window[il],
         };
-        let mut out = vec![0f32; q.len()];
+        let mut out = self.bufs.take(q.len());
         attention::attend(
             &self.m.threads,
             self.kernel,
@@ -135,7 +143,12 @@ impl Step<'_> {
             self.cache.view(il, n_cells),
             &mut out,
         );
-        self.linear(&layer.wo, layer.bo.as_ref(), &out)
+        for v in [q, k, v] {
+            self.give(v);
+        }
+        let y = self.linear(&layer.wo, layer.bo.as_ref(), &out);
+        self.give(out);
+        y
     }
 
     /// The gated MLP on normed input `x`. The gate's buffer takes `act(gate) * up` in place and
@@ -155,8 +168,10 @@ impl Step<'_> {
                 }
             }
         });
-        drop(up);
-        self.linear(&layer.down, layer.down_b.as_ref(), &h)
+        self.give(up);
+        let y = self.linear(&layer.down, layer.down_b.as_ref(), &h);
+        self.give(h);
+        y
     }
 
     /// Keeps only the rows whose logits are wanted (llama.cpp does this in the last layer,
@@ -166,7 +181,9 @@ impl Step<'_> {
         if self.out_rows.len() == self.n_tokens() {
             return x;
         }
-        ops::select_rows(&x, width, self.out_rows)
+        let kept = ops::select_rows(&x, width, self.out_rows);
+        self.give(x);
+        kept
     }
 
     /// Final norm and the output projection of the kept rows (+ bias, + soft-capping).
@@ -176,7 +193,9 @@ impl Step<'_> {
             return Ok(Vec::new());
         }
         let h = self.norm(x, &m.output_norm);
-        let mut logits = self.linear(&m.output, m.output_b.as_ref(), &h)?;
+        let logits = self.linear(&m.output, m.output_b.as_ref(), &h);
+        self.give(h);
+        let mut logits = logits?;
         if let Some(c) = m.hp.final_softcap {
             for v in &mut logits {
                 *v = (*v * (1.0 / c)).tanh() * c;

@@ -74,6 +74,7 @@
 //! within 1.1 after it.
 
 mod blocks;
+mod buffers;
 mod error;
 mod kv_cache;
 mod model;

@@ -1,6 +1,7 @@
 //! A session: one sequence, its KV cache and its position.
 
 use crate::blocks::Step;
+use crate::buffers::Buffers;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvCache, KvType};
 use crate::model::Model;
@@ -123,6 +124,8 @@ pub struct Session<'m> {
     /// The tokens whose K and V are cached, in position order.
     tokens: Vec<u32>,
     opts: SessionOptions,
+    /// Activation buffers kept between passes (see [`Buffers`]).
+    bufs: Buffers,
 }
 
 impl<'m> Session<'m> {
@@ -155,6 +158,7 @@ impl<'m> Session<'m> {
             cache,
             tokens: Vec::new(),
             opts,
+            bufs: Buffers::default(),
         })
     }
 
@@ -289,6 +293,7 @@ impl<'m> Session<'m> {
                     self.opts.cache_type_k,
                     self.opts.cache_type_v,
                 ),
+                bufs: &self.bufs,
             };
             let logits = match models::forward(&mut step) {
                 Ok(l) => l,
@@ -300,6 +305,7 @@ impl<'m> Session<'m> {
             };
             self.tokens.extend_from_slice(&tokens[start..end]);
             out.data.extend_from_slice(&logits);
+            self.bufs.give(logits);
             start = end;
         }
         Ok(out)

@@ -100,18 +100,24 @@ pub(crate) fn forward(step: &mut Step) -> Result<Vec<f32>> {
             a = step.keep_out_rows(a);
             x = step.keep_out_rows(x);
         }
-        let mut a = step.norm(&a, post(&layer.attn_post_norm));
-        ops::add_assign(&mut a, &x);
-        x = a;
+        let mut a_normed = step.norm(&a, post(&layer.attn_post_norm));
+        ops::add_assign(&mut a_normed, &x);
+        for v in [h, a, std::mem::replace(&mut x, a_normed)] {
+            step.give(v);
+        }
         // x = x + RMSNorm_post(GeGLU(RMSNorm(x)))
         let h = step.norm(&x, &layer.ffn_norm);
         let f = step.mlp(layer, &h, Glu::Geglu)?;
-        let mut f = step.norm(&f, post(&layer.ffn_post_norm));
-        ops::add_assign(&mut f, &x);
-        x = f;
+        let mut f_normed = step.norm(&f, post(&layer.ffn_post_norm));
+        ops::add_assign(&mut f_normed, &x);
+        for v in [h, f, std::mem::replace(&mut x, f_normed)] {
+            step.give(v);
+        }
     }
     // logits = W_embᵀ · RMSNorm(x)
-    step.logits(&x)
+    let logits = step.logits(&x);
+    step.give(x);
+    logits
 }
 
 /// Post-norms are required for Gemma 3 (checked at load).

@@ -45,11 +45,17 @@ pub(crate) fn forward(step: &mut Step) -> Result<Vec<f32>> {
             x = step.keep_out_rows(x);
         }
         ops::add_assign(&mut x, &a);
+        step.give(h);
+        step.give(a);
         // x = x + SwiGLU(RMSNorm(x))
         let h = step.norm(&x, &layer.ffn_norm);
         let f = step.mlp(layer, &h, Glu::Swiglu)?;
         ops::add_assign(&mut x, &f);
+        step.give(h);
+        step.give(f);
     }
     // logits = W_out · RMSNorm(x)
-    step.logits(&x)
+    let logits = step.logits(&x);
+    step.give(x);
+    logits
 }
