@@ -464,3 +464,33 @@ fn kv_cache_types_and_flash_attention_flags() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("expected f16, q8_0 or q4_0"), "{err}");
 }
+
+/// Adapter files that do not fit: another architecture, a base model given as an adapter, a
+/// truncated file, a missing file, a bad scale. Each is exit code 1 with a message that says why.
+#[test]
+fn adapter_errors_are_clear() {
+    let llama = fixture("synthetic/synth-llama-f16.gguf");
+    let gemma = fixture("synthetic/synth-gemma3-f16.gguf");
+    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
+    let (llama, gemma, lora) = (
+        llama.to_str().unwrap(),
+        gemma.to_str().unwrap(),
+        lora.to_str().unwrap(),
+    );
+    let cut = tmp("cut-lora.gguf");
+    let bytes = std::fs::read(lora).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let bad_scale = format!("{lora}:nan");
+    for (model, adapter, want) in [
+        (gemma, lora, "for a llama model, the base model is gemma3"),
+        (llama, gemma, "not an adapter"),
+        (llama, cut.to_str().unwrap(), "cut-lora.gguf"),
+        (llama, "/nonexistent/lora.gguf", "/nonexistent/lora.gguf"),
+        (llama, bad_scale.as_str(), "finite"),
+    ] {
+        let o = hearth(&["logits", "-m", model, "--raw", "--adapter", adapter, "hi"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{adapter}: {err}");
+        assert!(err.contains(want), "{adapter}: {err}");
+    }
+}

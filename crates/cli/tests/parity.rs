@@ -25,8 +25,16 @@ fn floats(v: &Value) -> Vec<f64> {
 
 /// PARITY.md's logit rule for one prompt; returns (max diff, sum of diffs, count) for the caller's mean.
 fn check_logits(model: &str, case: &Value, what: &str) -> (f64, f64, usize) {
+    check_logits_with(model, &[], case, what)
+}
+
+/// [`check_logits`] with `extra` flags (adapters).
+fn check_logits_with(model: &str, extra: &[&str], case: &Value, what: &str) -> (f64, f64, usize) {
     let prompt = case["prompt"].as_str().unwrap();
-    let got = hearth_json(&["logits", "-m", model, "--raw", "--top", "10", prompt]);
+    let mut args = vec!["logits", "-m", model, "--raw", "--top", "10"];
+    args.extend_from_slice(extra);
+    args.push(prompt);
+    let got = hearth_json(&args);
     let want = case["positions"].as_array().unwrap();
     let got = got.as_array().unwrap();
     assert_eq!(
@@ -62,19 +70,27 @@ fn check_logits(model: &str, case: &Value, what: &str) -> (f64, f64, usize) {
 
 /// PARITY.md's greedy rule: identical, or parting where llama.cpp's own top-2 gap is below 0.6.
 fn check_greedy(model: &str, case: &Value, n: usize, what: &str) -> bool {
+    check_greedy_with(model, &[], case, n, what)
+}
+
+/// [`check_greedy`] with `extra` flags (adapters).
+fn check_greedy_with(model: &str, extra: &[&str], case: &Value, n: usize, what: &str) -> bool {
     let prompt = case["prompt"].as_str().unwrap();
-    let got = ids(&hearth_json(&[
+    let n = n.to_string();
+    let mut args = vec![
         "run",
         "-m",
         model,
         "--raw",
         "-n",
-        &n.to_string(),
+        &n,
         "--temp",
         "0",
         "--output-ids",
-        prompt,
-    ]));
+    ];
+    args.extend_from_slice(extra);
+    args.push(prompt);
+    let got = ids(&hearth_json(&args));
     let want = ids(&case["output_ids"]);
     let gaps = floats(&case["step_top2_gap"]);
     match got.iter().zip(&want).position(|(a, b)| a != b) {
@@ -207,4 +223,50 @@ fn gemma3_270m_perplexity_matches_llama_cpp_running_values() {
 
 fn path_of(rel: &str) -> String {
     fixture(rel).to_string_lossy().into_owned()
+}
+
+/// The adapters issue's parity checks: llama.cpp's `--lora-scaled` references at scales 0, 0.5
+/// and 1.0, through `hearth logits --adapter` and `hearth run --adapter --output-ids`.
+fn check_adapter(adapter: &str, base_of: impl Fn(&str) -> String) {
+    let f = fixture_json(&format!("adapters/{adapter}.json"));
+    let file = path_of(&format!("adapters/{adapter}.gguf"));
+    for (base, cases) in f["on_bases"].as_object().unwrap() {
+        let model = base_of(base);
+        for (scale, c) in cases["scales"].as_object().unwrap() {
+            let spec = format!("{file}:{scale}");
+            let extra = ["--adapter", spec.as_str()];
+            let what = format!("{adapter} on {base} at {scale}");
+            let (mut max, mut sum, mut n) = (0.0f64, 0.0, 0);
+            for case in c["logits"].as_array().unwrap() {
+                let (m, s, k) = check_logits_with(&model, &extra, case, &what);
+                max = max.max(m);
+                sum += s;
+                n += k;
+            }
+            let mean = sum / n as f64;
+            eprintln!("{what}: logits max |Δ| {max:.4}, mean {mean:.4} over {n}");
+            assert!(mean <= 0.35, "{what}: mean logit difference {mean}");
+            let greedy = c["greedy"].as_array().unwrap();
+            let same = greedy
+                .iter()
+                .filter(|g| {
+                    let n = g["n_predict"].as_u64().unwrap() as usize;
+                    check_greedy_with(&model, &extra, g, n, &what)
+                })
+                .count();
+            eprintln!("{what}: greedy {same}/{} identical", greedy.len());
+        }
+    }
+}
+
+#[test]
+fn lora_adapter_on_synthetic_llama_matches_llama_cpp() {
+    check_adapter("lora-synth-llama-r8", |base| {
+        path_of(&format!("synthetic/{base}"))
+    });
+}
+
+#[test]
+fn lora_adapter_on_gemma3_270m_matches_llama_cpp() {
+    check_adapter("lora-gemma3-270m-r16", |_| default_model());
 }

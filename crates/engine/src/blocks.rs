@@ -4,6 +4,7 @@
 //! A [`Step`] is one forward pass over a batch of consecutive tokens of the session; every
 //! activation is a row-major `n_tokens × width` matrix of f32.
 
+use crate::adapter::{Applied, Site, Target};
 use crate::buffers::Buffers;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
@@ -31,6 +32,8 @@ pub(crate) struct Step<'a> {
     pub kernel: Kernel,
     /// Where activation buffers come from and go back to (see [`Buffers`]).
     pub bufs: &'a Buffers,
+    /// LoRA adapters added to the products they target.
+    pub adapters: &'a [Applied],
 }
 
 impl Step<'_> {
@@ -50,13 +53,38 @@ impl Step<'_> {
         Ok(out)
     }
 
-    /// `W·x (+ b)`.
-    fn linear(&self, w: &Matrix, b: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
+    /// `W·x (+ each adapter's update) (+ b)`, `W` being the matrix at `site`.
+    fn linear(&self, site: Site, w: &Matrix, b: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
         let mut y = self.matmul(w, x)?;
+        self.lora(site, x, &mut y)?;
         if let Some(b) = b {
             ops::add_bias(&mut y, b);
         }
         Ok(y)
+    }
+
+    /// `y += s·(alpha/r)·B·(A·x)` for each adapter that targets `site`, in llama.cpp's order
+    /// (`build_lora_mm`: A·x, then B·, then the scale, then the add; before the bias).
+    fn lora(&self, site: Site, x: &[f32], y: &mut [f32]) -> Result<()> {
+        for applied in self.adapters {
+            let adapter = &applied.adapter;
+            let Some(l) = adapter.get(site) else {
+                continue;
+            };
+            let bytes = adapter.bytes();
+            let n = x.len() / l.a.cols;
+            let mut ax = self.bufs.take(n * l.rank);
+            matmul::matmul(&self.m.threads, l.a.view(bytes), x, &mut ax)?;
+            let mut bax = self.bufs.take(n * l.b.rows);
+            matmul::matmul(&self.m.threads, l.b.view(bytes), &ax, &mut bax)?;
+            let f = adapter.factor(applied.scale, l.rank);
+            for (y, z) in y.iter_mut().zip(&bax) {
+                *y += *z * f;
+            }
+            self.give(ax);
+            self.give(bax);
+        }
+        Ok(())
     }
 
     /// Rows of the token embedding matrix (`ggml_get_rows`: dequantized), times `scale`.
@@ -100,9 +128,24 @@ impl Step<'_> {
     pub fn attention(&mut self, il: usize, layer: &Layer, x: &[f32]) -> Result<Vec<f32>> {
         let hp = &self.m.hp;
         let (hd, eps) = (hp.head_dim, hp.rms_eps);
-        let mut q = self.linear(&layer.wq, layer.bq.as_ref(), x)?;
-        let mut k = self.linear(&layer.wk, layer.bk.as_ref(), x)?;
-        let v = self.linear(&layer.wv, layer.bv.as_ref(), x)?;
+        let mut q = self.linear(
+            Site::Layer(il, Target::AttnQ),
+            &layer.wq,
+            layer.bq.as_ref(),
+            x,
+        )?;
+        let mut k = self.linear(
+            Site::Layer(il, Target::AttnK),
+            &layer.wk,
+            layer.bk.as_ref(),
+            x,
+        )?;
+        let v = self.linear(
+            Site::Layer(il, Target::AttnV),
+            &layer.wv,
+            layer.bv.as_ref(),
+            x,
+        )?;
         // Per token: the head norms, then RoPE (tokens split across threads).
         let rope = &hp.rope[il];
         let positions = &self.positions;
@@ -146,7 +189,12 @@ impl Step<'_> {
         for v in [q, k, v] {
             self.give(v);
         }
-        let y = self.linear(&layer.wo, layer.bo.as_ref(), &out);
+        let y = self.linear(
+            Site::Layer(il, Target::AttnOutput),
+            &layer.wo,
+            layer.bo.as_ref(),
+            &out,
+        );
         self.give(out);
         y
     }
@@ -154,9 +202,19 @@ impl Step<'_> {
     /// The gated MLP on normed input `x`. The gate's buffer takes `act(gate) * up` in place and
     /// `up` is freed before the down projection, so a long batch holds two `n_ff`-wide buffers
     /// at most.
-    pub fn mlp(&self, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
-        let up = self.linear(&layer.up, layer.up_b.as_ref(), x)?;
-        let mut h = self.linear(&layer.gate, layer.gate_b.as_ref(), x)?;
+    pub fn mlp(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
+        let up = self.linear(
+            Site::Layer(il, Target::FfnUp),
+            &layer.up,
+            layer.up_b.as_ref(),
+            x,
+        )?;
+        let mut h = self.linear(
+            Site::Layer(il, Target::FfnGate),
+            &layer.gate,
+            layer.gate_b.as_ref(),
+            x,
+        )?;
         let n_ff = layer.up.rows;
         // Tokens split across threads (a row at a time: the same per-row function).
         self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
@@ -169,7 +227,12 @@ impl Step<'_> {
             }
         });
         self.give(up);
-        let y = self.linear(&layer.down, layer.down_b.as_ref(), &h);
+        let y = self.linear(
+            Site::Layer(il, Target::FfnDown),
+            &layer.down,
+            layer.down_b.as_ref(),
+            &h,
+        );
         self.give(h);
         y
     }
@@ -193,7 +256,7 @@ impl Step<'_> {
             return Ok(Vec::new());
         }
         let h = self.norm(x, &m.output_norm);
-        let logits = self.linear(&m.output, m.output_b.as_ref(), &h);
+        let logits = self.linear(Site::Output, &m.output, m.output_b.as_ref(), &h);
         self.give(h);
         let mut logits = logits?;
         if let Some(c) = m.hp.final_softcap {

@@ -73,6 +73,7 @@
 //! one position (an f16 rounding in the attention accumulator not yet pinned down) and stay
 //! within 1.1 after it.
 
+mod adapter;
 mod blocks;
 mod buffers;
 mod error;
@@ -83,6 +84,7 @@ pub mod ops;
 mod session;
 mod threads;
 
+pub use adapter::{Adapter, Applied, Site, Target};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvType;
 pub use model::{Hparams, LoadOptions, Model};

@@ -82,6 +82,24 @@ pub(crate) struct Matrix {
 }
 
 impl Matrix {
+    /// `rows × cols` of type `ty` at `start..start + len` of a file's bytes.
+    pub(crate) fn in_file(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        start: usize,
+        len: usize,
+    ) -> Matrix {
+        Matrix {
+            ty,
+            rows,
+            cols,
+            start,
+            len,
+            packed: None,
+        }
+    }
+
     pub fn view<'a>(&'a self, file: &'a [u8]) -> MatRef<'a> {
         MatRef {
             ty: self.ty,
@@ -259,6 +277,26 @@ impl Model {
 
     pub fn architecture(&self) -> Arch {
         self.hp.arch
+    }
+
+    /// The matrix at an adapter's site, if the model has it.
+    pub(crate) fn site(&self, site: crate::adapter::Site) -> Option<&Matrix> {
+        use crate::adapter::{Site, Target};
+        match site {
+            Site::Output => Some(&self.output),
+            Site::Layer(il, t) => {
+                let l = self.layers.get(il)?;
+                Some(match t {
+                    Target::AttnQ => &l.wq,
+                    Target::AttnK => &l.wk,
+                    Target::AttnV => &l.wv,
+                    Target::AttnOutput => &l.wo,
+                    Target::FfnGate => &l.gate,
+                    Target::FfnUp => &l.up,
+                    Target::FfnDown => &l.down,
+                })
+            }
+        }
     }
 
     pub fn n_vocab(&self) -> usize {

@@ -1,5 +1,6 @@
 //! A session: one sequence, its KV cache and its position.
 
+use crate::adapter::Applied;
 use crate::blocks::Step;
 use crate::buffers::Buffers;
 use crate::error::{EngineError, Result};
@@ -25,6 +26,8 @@ pub struct SessionOptions {
     pub cache_type_k: KvType,
     /// Element type of the V cache (`--cache-type-v`); a quantized V needs flash attention.
     pub cache_type_v: KvType,
+    /// LoRA adapters to apply from the start (see [`Session::set_adapters`]).
+    pub adapters: Vec<Applied>,
 }
 
 impl Default for SessionOptions {
@@ -35,6 +38,7 @@ impl Default for SessionOptions {
             n_ubatch: DEFAULT_N_UBATCH,
             cache_type_k: KvType::F16,
             cache_type_v: KvType::F16,
+            adapters: Vec::new(),
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct Session<'m> {
     opts: SessionOptions,
     /// Activation buffers kept between passes (see [`Buffers`]).
     bufs: Buffers,
+    /// LoRA adapters applied to every product they target, with their scales.
+    adapters: Vec<Applied>,
 }
 
 impl<'m> Session<'m> {
@@ -153,13 +159,17 @@ impl<'m> Session<'m> {
             opts.cache_type_k,
             opts.cache_type_v,
         )?;
-        Ok(Session {
+        let adapters = std::mem::take(&mut opts.adapters);
+        let mut session = Session {
             model,
             cache,
             tokens: Vec::new(),
             opts,
             bufs: Buffers::default(),
-        })
+            adapters: Vec::new(),
+        };
+        session.set_adapters(adapters)?;
+        Ok(session)
     }
 
     pub fn model(&self) -> &'m Model {
@@ -188,6 +198,38 @@ impl<'m> Session<'m> {
     /// Bytes of the KV cache.
     pub fn cache_bytes(&self) -> usize {
         self.cache.bytes()
+    }
+
+    /// The adapters this session applies.
+    pub fn adapters(&self) -> &[Applied] {
+        &self.adapters
+    }
+
+    /// Applies `adapters` (in this order, each at its scale) from the next evaluation on; no
+    /// adapter is the base model. The base weights are untouched: other sessions of the same
+    /// model keep theirs. Changing the set forgets the cached tokens, whose keys and values
+    /// were computed with the old one.
+    pub fn set_adapters(&mut self, adapters: Vec<Applied>) -> Result<()> {
+        for a in &adapters {
+            if !a.scale.is_finite() {
+                return Err(EngineError::Options(format!(
+                    "adapter {} has scale {}; a scale must be a finite number",
+                    a.adapter.path().display(),
+                    a.scale
+                )));
+            }
+            if !a.adapter.fits(self.model) {
+                return Err(EngineError::Options(format!(
+                    "adapter {} was loaded for another model",
+                    a.adapter.path().display()
+                )));
+            }
+        }
+        if adapters != self.adapters {
+            self.tokens.clear();
+            self.adapters = adapters;
+        }
+        Ok(())
     }
 
     /// Forgets every cached token.
@@ -294,6 +336,7 @@ impl<'m> Session<'m> {
                     self.opts.cache_type_v,
                 ),
                 bufs: &self.bufs,
+                adapters: &self.adapters,
             };
             let logits = match models::forward(&mut step) {
                 Ok(l) => l,

@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     ttft_prompt: usize,
     #[command(flatten)]
-    cache: super::common::CacheArgs,
+    session: super::common::SessionArgs,
     /// Print a JSON array, one object per test, with llama-bench's field names.
     #[arg(long)]
     json: bool,
@@ -141,7 +141,8 @@ pub fn run(a: Args) -> Result<()> {
         let (model, tok) = generate::load(&a.model, nt)?;
         let info = model_info(&model);
         let bos = tok.bos().filter(|_| tok.adds_bos());
-        let mut session = model.session(a.cache.session(n_ctx))?;
+        let opts = a.session.options(&model, n_ctx)?;
+        let mut session = model.session(opts.clone())?;
         if session.n_ctx() < n_ctx {
             bail!(
                 "a test needs {n_ctx} tokens of context but the model's is {}",
@@ -194,7 +195,7 @@ pub fn run(a: Args) -> Result<()> {
                     }
                     Kind::Ttft => {
                         let toks = random_tokens(&mut rng, bos, model.n_vocab(), t.n);
-                        let mut fresh = model.session(a.cache.session(n_ctx))?;
+                        let mut fresh = model.session(opts.clone())?;
                         let mut sampler = Sampler::new(SamplerParams::default());
                         let start = Instant::now();
                         let o = fresh.eval(&toks, Logits::Last)?;
@@ -229,9 +230,10 @@ pub fn run(a: Args) -> Result<()> {
                 "model_size": info.size,
                 "model_n_params": info.n_params,
                 "n_threads": nt,
-                "type_k": a.cache.cache_type_k.name(),
-                "type_v": a.cache.cache_type_v.name(),
-                "flash_attn": a.cache.flash_attn,
+                "type_k": a.session.cache_type_k.name(),
+                "type_v": a.session.cache_type_v.name(),
+                "flash_attn": a.session.flash_attn,
+                "adapters": a.session.adapters,
                 "n_prompt": n_prompt,
                 "n_gen": n_gen,
                 "test": t.name(),

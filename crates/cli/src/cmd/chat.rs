@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let (model, tok) = generate::load(&a.model.model, a.model.threads)?;
     let template = prompt::template(&model, &tok)?;
-    let mut generator = Generator::new(&model, a.model.cache.session(a.model.ctx))?;
+    let mut generator = Generator::new(&model, a.model.session.options(&model, a.model.ctx)?)?;
     let start: Vec<Message> = a
         .system
         .iter()

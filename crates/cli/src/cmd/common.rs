@@ -1,7 +1,9 @@
 //! Flags shared by the generating commands.
 
 use anyhow::{Context, Result, bail};
-use hearth_engine::{AttentionMode, KvType, SessionOptions};
+use std::sync::Arc;
+
+use hearth_engine::{Adapter, Applied, AttentionMode, KvType, Model, SessionOptions};
 use hearth_sampling::SamplerParams;
 
 /// The model, context and thread flags.
@@ -17,12 +19,15 @@ pub struct ModelArgs {
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
     #[command(flatten)]
-    pub cache: CacheArgs,
+    pub session: SessionArgs,
 }
 
-/// How attention and the KV cache are computed and stored.
+/// How attention and the KV cache are computed and stored, and the adapters applied.
 #[derive(clap::Args, Clone, Debug)]
-pub struct CacheArgs {
+pub struct SessionArgs {
+    /// Apply a LoRA adapter (llama.cpp's GGUF-LoRA) at SCALE (default 1.0); repeatable.
+    #[arg(long = "adapter", value_name = "FILE[:SCALE]")]
+    pub adapters: Vec<String>,
     /// Element type of the K cache: f16, q8_0 or q4_0.
     #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
     pub cache_type_k: KvType,
@@ -43,10 +48,29 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-impl CacheArgs {
-    /// Session options with context size `n_ctx` and these settings.
-    pub fn session(&self, n_ctx: usize) -> SessionOptions {
-        SessionOptions {
+impl SessionArgs {
+    /// Session options with context size `n_ctx` and these settings, the adapters loaded and
+    /// checked against `model`.
+    pub fn options(&self, model: &Model, n_ctx: usize) -> Result<SessionOptions> {
+        let mut adapters = Vec::new();
+        for spec in &self.adapters {
+            let (file, scale) = parse_adapter(spec)?;
+            let adapter =
+                Adapter::load(file, model).with_context(|| format!("--adapter {spec}"))?;
+            eprintln!(
+                "hearth: adapter {} ({} matrices, {} parameters, alpha {}) at scale {scale}",
+                file,
+                adapter.n_matrices(),
+                adapter.n_params(),
+                adapter.alpha()
+            );
+            adapters.push(Applied {
+                adapter: Arc::new(adapter),
+                scale,
+            });
+        }
+        Ok(SessionOptions {
+            adapters,
             n_ctx,
             attention: if self.flash_attn {
                 AttentionMode::Flash
@@ -56,8 +80,25 @@ impl CacheArgs {
             cache_type_k: self.cache_type_k,
             cache_type_v: self.cache_type_v,
             ..SessionOptions::default()
-        }
+        })
     }
+}
+
+/// `FILE[:SCALE]`: a suffix after the last `:` that reads as a number is the scale.
+fn parse_adapter(spec: &str) -> Result<(&str, f32)> {
+    let (file, scale) = match spec.rsplit_once(':') {
+        Some((f, s)) if !f.is_empty() && s.trim().parse::<f32>().is_ok() => {
+            (f, s.trim().parse::<f32>().unwrap())
+        }
+        _ => (spec, 1.0),
+    };
+    if file.is_empty() {
+        bail!("--adapter {spec:?}: expected FILE[:SCALE]");
+    }
+    if !scale.is_finite() {
+        bail!("--adapter {spec:?}: the scale must be a finite number");
+    }
+    Ok((file, scale))
 }
 
 /// Sampling flags, with llama.cpp's defaults.

@@ -53,7 +53,11 @@ pub fn run(a: Args) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt is empty (no tokens to score)");
     }
-    let mut session = model.session(a.model.cache.session(a.model.ctx.max(ids.len())))?;
+    let mut session = model.session(
+        a.model
+            .session
+            .options(&model, a.model.ctx.max(ids.len()))?,
+    )?;
     if ids.len() > session.n_ctx() {
         bail!(
             "the prompt is {} tokens but the model's context is {}",

@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
     #[command(flatten)]
-    cache: super::common::CacheArgs,
+    session: super::common::SessionArgs,
     /// Score only the first N chunks.
     #[arg(long)]
     chunks: Option<usize>,
@@ -61,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
             tokens.len()
         );
     }
-    let mut session = model.session(a.cache.session(n_ctx))?;
+    let mut session = model.session(a.session.options(&model, n_ctx)?)?;
     if session.n_ctx() < n_ctx {
         bail!(
             "-c {n_ctx} is longer than the model's context ({})",

@@ -68,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("hearth: prompt ids: {}", serde_json::to_string(&ids)?);
         eprintln!("hearth: prompt pieces: {}", serde_json::to_string(&pieces)?);
     }
-    let mut generator = Generator::new(&model, a.model.cache.session(a.model.ctx))?;
+    let mut generator = Generator::new(&model, a.model.session.options(&model, a.model.ctx)?)?;
     let mut out = std::io::stdout().lock();
     let stream = !a.output_ids;
     let result = generator.generate(&tok, &ids, &params, &mut |s| {
