@@ -248,6 +248,24 @@ pub fn unpack_row(
     }
 }
 
+/// The scalar twin of a packed product: `unpack(r)` gives row `r` back in GGUF's layout, and
+/// `dot(row, act, t)` its product with token `t`'s activation row (`ab` bytes of `acts`).
+pub(crate) fn scalar_product(
+    acts: &[u8],
+    ab: usize,
+    out: &mut Out,
+    unpack: impl Fn(usize) -> Result<Vec<u8>, QuantError>,
+    dot: impl Fn(&[u8], &[u8], usize) -> f32,
+) -> Result<(), QuantError> {
+    for r in 0..out.rows() {
+        let row = unpack(r)?;
+        for (t, a) in acts.chunks_exact(ab).enumerate() {
+            out.put(t, r, &[dot(&row, a, t)]);
+        }
+    }
+    Ok(())
+}
+
 /// Checks the sizes given to a type's `pack` (`rb` bytes per source row, `gb` per packed
 /// group), clears `dst` and returns the source rows.
 pub(crate) fn start_pack(

@@ -79,7 +79,7 @@ pub fn gemm_isa(
     out: &mut Out,
 ) -> Result<(), QuantError> {
     let (acts, sums) = (acts.data(), acts.sums());
-    let rows = check(packed, cols, acts.len(), out)?;
+    check(packed, cols, acts.len(), out)?;
     let (ab, n_tok) = (row_bytes(GgmlType::Q8_0, cols)?, out.n_tok());
     let nb = cols / QK;
     let gb = nb * GROUP_BLOCK_BYTES;
@@ -106,13 +106,13 @@ pub fn gemm_isa(
         return Ok(());
     }
     let _ = isa;
-    for r in 0..rows {
-        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nb, r % ROWS);
-        for (t, a) in acts.chunks_exact(ab).enumerate() {
-            out.put(t, r, &[dot_scalar(&row, a)]);
-        }
-    }
-    Ok(())
+    super::scalar_product(
+        acts,
+        ab,
+        out,
+        |r| Ok(unpack_row(&packed[(r / ROWS) * gb..][..gb], nb, r % ROWS)),
+        |row, a, _| dot_scalar(row, a),
+    )
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ pub fn gemm_isa(
     out: &mut Out,
 ) -> Result<(), QuantError> {
     let (acts, sums) = (acts.data(), acts.sums());
-    let rows = check(packed, cols, acts.len(), out)?;
+    check(packed, cols, acts.len(), out)?;
     let nsb = cols / QK_K;
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
     #[cfg(target_arch = "x86_64")]
@@ -151,13 +151,13 @@ pub fn gemm_isa(
         return Ok(());
     }
     let _ = isa;
-    for r in 0..rows {
-        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nsb, r % ROWS);
-        for (t, a) in acts.chunks_exact(ab).enumerate() {
-            out.put(t, r, &[dot_q4_k_repacked(&row, a, t < n_gemm)]);
-        }
-    }
-    Ok(())
+    super::scalar_product(
+        acts,
+        ab,
+        out,
+        |r| Ok(unpack_row(&packed[(r / ROWS) * gb..][..gb], nsb, r % ROWS)),
+        |row, a, t| dot_q4_k_repacked(row, a, t < n_gemm),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

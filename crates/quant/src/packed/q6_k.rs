@@ -139,7 +139,7 @@ pub fn gemm_isa(
     out: &mut Out,
 ) -> Result<(), QuantError> {
     let acts = acts.data();
-    let rows = check(packed, cols, acts.len(), out)?;
+    check(packed, cols, acts.len(), out)?;
     let n_tok = out.n_tok();
     let nsb = cols / QK_K;
     let (ab, gb) = (nsb * Q8_K_BYTES, nsb * GROUP_SB_BYTES);
@@ -161,13 +161,13 @@ pub fn gemm_isa(
         return Ok(());
     }
     let _ = isa;
-    for r in 0..rows {
-        let row = unpack_row(&packed[(r / ROWS) * gb..][..gb], nsb, r % ROWS);
-        for (t, a) in acts.chunks_exact(ab).enumerate() {
-            out.put(t, r, &[dot_q6_k_tiled(&row, a)]);
-        }
-    }
-    Ok(())
+    super::scalar_product(
+        acts,
+        ab,
+        out,
+        |r| Ok(unpack_row(&packed[(r / ROWS) * gb..][..gb], nsb, r % ROWS)),
+        |row, a, _| dot_q6_k_tiled(row, a),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -105,7 +105,7 @@ pub fn gemm_isa(
     out: &mut Out,
 ) -> Result<(), QuantError> {
     let (acts, sums) = (acts.data(), acts.sums());
-    let rows = check(packed, cols, acts.len(), out)?;
+    check(packed, cols, acts.len(), out)?;
     let (ab, n_tok) = (row_bytes(GgmlType::Q8_0, cols)?, out.n_tok());
     let nb = cols / QK;
     let gb = nb * GROUP_BLOCK_BYTES;
@@ -128,14 +128,17 @@ pub fn gemm_isa(
         return Ok(());
     }
     let _ = isa;
-    let mut row = vec![0u8; ab];
-    for r in 0..rows {
-        unpack_row(packed, cols, r, &mut row)?;
-        for (t, a) in acts.chunks_exact(ab).enumerate() {
-            out.put(t, r, &[dot_block_order(&row, a)]);
-        }
-    }
-    Ok(())
+    super::scalar_product(
+        acts,
+        ab,
+        out,
+        |r| {
+            let mut row = vec![0u8; ab];
+            unpack_row(packed, cols, r, &mut row)?;
+            Ok(row)
+        },
+        |row, a, _| dot_block_order(row, a),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
