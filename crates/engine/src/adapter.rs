@@ -78,8 +78,8 @@ pub struct Adapter {
     file: GgufFile,
     weights: HashMap<Site, Lora>,
     n_params: u64,
-    /// The base model's mapping it was checked against (an identity, never dereferenced).
-    base: usize,
+    /// [`Model::id`] of the model it was checked against.
+    base: u64,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -209,13 +209,13 @@ impl Adapter {
             file,
             weights,
             n_params,
-            base: model.gguf().bytes().as_ptr() as usize,
+            base: model.id(),
         })
     }
 
     /// Whether this adapter was checked against `model` (the same loaded model).
     pub fn fits(&self, model: &Model) -> bool {
-        self.base == model.gguf().bytes().as_ptr() as usize
+        self.base == model.id()
     }
 
     pub fn path(&self) -> &Path {

@@ -63,6 +63,12 @@ impl Step<'_> {
         Ok(y)
     }
 
+    /// [`linear`](Self::linear) with the matrix of `layer` (number `il`) that `t` names.
+    fn project(&self, il: usize, layer: &Layer, t: Target, x: &[f32]) -> Result<Vec<f32>> {
+        let (w, b) = layer.matrix(t);
+        self.linear(Site::Layer(il, t), w, b, x)
+    }
+
     /// `y += s·(alpha/r)·B·(A·x)` for each adapter that targets `site`, in llama.cpp's order
     /// (`build_lora_mm`: A·x, then B·, then the scale, then the add; before the bias).
     fn lora(&self, site: Site, x: &[f32], y: &mut [f32]) -> Result<()> {
@@ -128,24 +134,9 @@ impl Step<'_> {
     pub fn attention(&mut self, il: usize, layer: &Layer, x: &[f32]) -> Result<Vec<f32>> {
         let hp = &self.m.hp;
         let (hd, eps) = (hp.head_dim, hp.rms_eps);
-        let mut q = self.linear(
-            Site::Layer(il, Target::AttnQ),
-            &layer.wq,
-            layer.bq.as_ref(),
-            x,
-        )?;
-        let mut k = self.linear(
-            Site::Layer(il, Target::AttnK),
-            &layer.wk,
-            layer.bk.as_ref(),
-            x,
-        )?;
-        let v = self.linear(
-            Site::Layer(il, Target::AttnV),
-            &layer.wv,
-            layer.bv.as_ref(),
-            x,
-        )?;
+        let mut q = self.project(il, layer, Target::AttnQ, x)?;
+        let mut k = self.project(il, layer, Target::AttnK, x)?;
+        let v = self.project(il, layer, Target::AttnV, x)?;
         // Per token: the head norms, then RoPE (tokens split across threads).
         let rope = &hp.rope[il];
         let positions = &self.positions;
@@ -189,12 +180,7 @@ impl Step<'_> {
         for v in [q, k, v] {
             self.give(v);
         }
-        let y = self.linear(
-            Site::Layer(il, Target::AttnOutput),
-            &layer.wo,
-            layer.bo.as_ref(),
-            &out,
-        );
+        let y = self.project(il, layer, Target::AttnOutput, &out);
         self.give(out);
         y
     }
@@ -203,18 +189,8 @@ impl Step<'_> {
     /// `up` is freed before the down projection, so a long batch holds two `n_ff`-wide buffers
     /// at most.
     pub fn mlp(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
-        let up = self.linear(
-            Site::Layer(il, Target::FfnUp),
-            &layer.up,
-            layer.up_b.as_ref(),
-            x,
-        )?;
-        let mut h = self.linear(
-            Site::Layer(il, Target::FfnGate),
-            &layer.gate,
-            layer.gate_b.as_ref(),
-            x,
-        )?;
+        let up = self.project(il, layer, Target::FfnUp, x)?;
+        let mut h = self.project(il, layer, Target::FfnGate, x)?;
         let n_ff = layer.up.rows;
         // Tokens split across threads (a row at a time: the same per-row function).
         self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
@@ -227,12 +203,7 @@ impl Step<'_> {
             }
         });
         self.give(up);
-        let y = self.linear(
-            Site::Layer(il, Target::FfnDown),
-            &layer.down,
-            layer.down_b.as_ref(),
-            &h,
-        );
+        let y = self.project(il, layer, Target::FfnDown, &h);
         self.give(h);
         y
     }

@@ -188,6 +188,22 @@ pub(crate) struct Layer {
     pub ffn_post_norm: Option<Vec<f32>>,
 }
 
+impl Layer {
+    /// The matrix a target names, and its bias.
+    pub fn matrix(&self, t: crate::adapter::Target) -> (&Matrix, Option<&Vec<f32>>) {
+        use crate::adapter::Target;
+        match t {
+            Target::AttnQ => (&self.wq, self.bq.as_ref()),
+            Target::AttnK => (&self.wk, self.bk.as_ref()),
+            Target::AttnV => (&self.wv, self.bv.as_ref()),
+            Target::AttnOutput => (&self.wo, self.bo.as_ref()),
+            Target::FfnGate => (&self.gate, self.gate_b.as_ref()),
+            Target::FfnUp => (&self.up, self.up_b.as_ref()),
+            Target::FfnDown => (&self.down, self.down_b.as_ref()),
+        }
+    }
+}
+
 /// Which optional tensors an architecture requires.
 pub(crate) struct LayerSpec {
     pub qk_norm: bool,
@@ -205,7 +221,10 @@ pub struct Model {
     pub(crate) threads: Threads,
     file: GgufFile,
     path: PathBuf,
+    id: u64,
 }
+
+static NEXT_MODEL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Model {
     /// Opens `path`, reads the hyperparameters of its architecture and maps its weights.
@@ -268,7 +287,13 @@ impl Model {
             threads,
             file,
             path,
+            id: NEXT_MODEL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// A number no other model loaded by this process has (what an adapter was checked against).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn hparams(&self) -> &Hparams {
@@ -281,21 +306,10 @@ impl Model {
 
     /// The matrix at an adapter's site, if the model has it.
     pub(crate) fn site(&self, site: crate::adapter::Site) -> Option<&Matrix> {
-        use crate::adapter::{Site, Target};
+        use crate::adapter::Site;
         match site {
             Site::Output => Some(&self.output),
-            Site::Layer(il, t) => {
-                let l = self.layers.get(il)?;
-                Some(match t {
-                    Target::AttnQ => &l.wq,
-                    Target::AttnK => &l.wk,
-                    Target::AttnV => &l.wv,
-                    Target::AttnOutput => &l.wo,
-                    Target::FfnGate => &l.gate,
-                    Target::FfnUp => &l.up,
-                    Target::FfnDown => &l.down,
-                })
-            }
+            Site::Layer(il, t) => Some(self.layers.get(il)?.matrix(t).0),
         }
     }
 

@@ -116,31 +116,22 @@ impl Threads {
         f: impl Fn(usize, &mut [T]) + Sync + Send,
     ) {
         let unit = unit.max(1);
-        let n_items = out.len() / unit;
-        if n_items == 0 {
-            return;
-        }
-        if self.workers.is_empty() || n_items <= align {
-            return f(0, out);
-        }
-        let Ok(_guard) = self.busy.try_lock() else {
-            return f(0, out);
-        };
-        let per = pieces(n_items, self.n, align);
-        let n_pieces = n_items.div_ceil(per);
-        let len = out.len();
+        let (len, n_items) = (out.len(), out.len() / unit);
         let base = SendPtr(out.as_mut_ptr());
-        let run = |i: usize| {
-            let start = i * per * unit;
-            let end = (start + per * unit).min(len);
+        self.ranges(n_items, align, |first, count| {
+            let start = first * unit;
+            // The last piece also takes a tail shorter than a unit.
+            let end = if first + count == n_items {
+                len
+            } else {
+                start + count * unit
+            };
             let base = &base;
-            // SAFETY: piece `i` is claimed exactly once (an atomic counter hands out indices),
-            // pieces are disjoint and inside `out`, which stays borrowed until every worker
-            // has checked in.
+            // SAFETY: `ranges` hands out each range once and ranges are disjoint, so pieces are
+            // disjoint and inside `out`, which stays borrowed until every worker has checked in.
             let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), end - start) };
-            f(i * per, piece);
-        };
-        self.run(&run, n_pieces);
+            f(first, piece);
+        });
     }
 
     fn run(&self, run: &(dyn Fn(usize) + Sync), n_pieces: usize) {
@@ -182,7 +173,8 @@ fn pieces(n_items: usize, threads: usize, align: usize) -> usize {
     n_items.div_ceil(threads * 8).div_ceil(align) * align
 }
 
-struct SendPtr<T>(*mut T);
+/// A pointer into a `&mut [T]` shared by the pool's threads, each writing its own disjoint part.
+pub(crate) struct SendPtr<T>(pub *mut T);
 // SAFETY: used only to hand disjoint pieces of a `&mut [T]` (T: Send) to the pool's threads.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 

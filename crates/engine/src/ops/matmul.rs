@@ -11,7 +11,7 @@ use hearth_quant::{Activation, GgmlType, QuantError};
 use super::gemm_order::{self, Order};
 
 use crate::error::Result;
-use crate::threads::Threads;
+use crate::threads::{SendPtr, Threads};
 
 /// A weight matrix borrowed from the model file: `rows` rows of `cols` elements of `ty`.
 #[derive(Clone, Copy, Debug)]
@@ -174,8 +174,7 @@ fn packed_rows(
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
     let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
     let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
-    // Checks that `out` is whole `[n_tok][rows]`.
-    if Out::token_major(out, w.rows)?.n_tok() != n_tok {
+    if out.len() != n_tok * w.rows {
         return Err(QuantError::Length {
             ty: GgmlType::F32,
             what: "the output",
@@ -188,7 +187,7 @@ fn packed_rows(
     // The kernels write through strides, so each thread writes its column range of the
     // token-major output in place: no row-major scratch and transpose.
     let err = std::sync::Mutex::new(None);
-    let base = OutPtr(out.as_mut_ptr());
+    let base = SendPtr(out.as_mut_ptr());
     threads.ranges(w.rows, ROWS, |r0, n| {
         let g = &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
         let base = &base;
@@ -212,11 +211,6 @@ fn packed_rows(
         None => Ok(()),
     }
 }
-
-/// The output of a packed product, shared by the threads that write disjoint parts of it.
-struct OutPtr(*mut f32);
-// SAFETY: only used to hand disjoint column ranges of one `&mut [f32]` to the pool's threads.
-unsafe impl Sync for OutPtr {}
 
 thread_local! {
     /// The row-major scratch of the batched products, kept between calls: a fresh 16 MB
@@ -300,8 +294,7 @@ mod tests {
     fn packed_batches_write_every_row_of_every_token() {
         let threads = Threads::new(2).unwrap();
         let (rows, cols, n_tok) = (296, 512, 70);
-        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
-        let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+        let (w, x) = inputs(rows, cols, n_tok);
         for ty in [
             GgmlType::Q4_0,
             GgmlType::Q5_0,
@@ -328,9 +321,15 @@ mod tests {
         }
     }
 
+    /// A `rows × cols` weight matrix and `n_tok` activation rows.
+    fn inputs(rows: usize, cols: usize, n_tok: usize) -> (Vec<f32>, Vec<f32>) {
+        let w = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
+        let x = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+        (w, x)
+    }
+
     fn check_batched(threads: &Threads, rows: usize, cols: usize, n_tok: usize) {
-        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.013).sin()).collect();
-        let x: Vec<f32> = (0..n_tok * cols).map(|i| (i as f32 * 0.29).cos()).collect();
+        let (w, x) = inputs(rows, cols, n_tok);
         for ty in [
             GgmlType::F32,
             GgmlType::F16,
