@@ -20,10 +20,18 @@ pub enum Isa {
     Avx512 = 2,
     /// AVX-512 VNNI (`vpdpbusd`) on top of `Avx512`.
     Avx512Vnni = 3,
+    /// AMX tiles (int8) on top of `Avx512Vnni` (see [`crate::amx`]).
+    Amx = 4,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Vnni,
+        Isa::Amx,
+    ];
 
     /// The spelling `HEARTH_ISA` accepts.
     pub fn name(self) -> &'static str {
@@ -32,11 +40,12 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
         }
     }
 
     fn from_u8(v: u8) -> Isa {
-        Isa::ALL.get(v as usize).copied().unwrap_or(Isa::Avx512Vnni)
+        Isa::ALL.get(v as usize).copied().unwrap_or(Isa::Amx)
     }
 }
 
@@ -53,7 +62,9 @@ impl FromStr for Isa {
             .into_iter()
             .find(|i| i.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
-                format!("unknown ISA level {s:?}; expected one of scalar, avx2, avx512, avx512vnni")
+                format!(
+                    "unknown ISA level {s:?}; expected one of scalar, avx2, avx512, avx512vnni, amx"
+                )
             })
     }
 }
@@ -73,10 +84,12 @@ fn detect() -> Isa {
     if !(has!("avx512f") && has!("avx512bw") && has!("avx512vl")) {
         return Isa::Avx2;
     }
-    if has!("avx512vnni") {
-        Isa::Avx512Vnni
-    } else {
+    if !has!("avx512vnni") {
         Isa::Avx512
+    } else if has!("avx512bf16") && crate::amx::available() {
+        Isa::Amx
+    } else {
+        Isa::Avx512Vnni
     }
 }
 
@@ -104,9 +117,9 @@ pub fn max_isa() -> Isa {
         Ok(s) => s.parse().unwrap_or_else(|e| {
             // A typo must not silently pick a different kernel than the user asked for.
             eprintln!("warning: HEARTH_ISA: {e}; using the best level the CPU supports");
-            Isa::Avx512Vnni
+            Isa::Amx
         }),
-        Err(_) => Isa::Avx512Vnni,
+        Err(_) => Isa::Amx,
     };
     // First reader wins; a concurrent `set_max_isa` is kept.
     let _ = CAP.compare_exchange(UNSET, from_env as u8, Ordering::Relaxed, Ordering::Relaxed);

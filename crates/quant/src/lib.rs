@@ -34,6 +34,7 @@
 //! - F32/F16/BF16 dots use ggml's AVX2 layout too; its AVX-512 build sums F32/F16 in 16-lane
 //!   registers instead and can differ from us in the last bits.
 
+pub mod amx;
 mod common;
 mod formats;
 pub mod gemm;
@@ -560,7 +561,7 @@ mod tests {
         set_max_isa(Isa::Scalar);
         assert_eq!(active_isa(), Isa::Scalar);
         let scalar = act.dot(&wq).unwrap();
-        set_max_isa(Isa::Avx512Vnni);
+        set_max_isa(Isa::Amx);
         assert_eq!(active_isa(), detected_isa());
         assert_eq!(best.to_bits(), scalar.to_bits());
     }

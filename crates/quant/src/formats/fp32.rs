@@ -52,7 +52,7 @@ pub(crate) fn dot(isa: Isa, x: &[u8], y: &[u8], n: usize) -> f32 {
     match isa {
         // SAFETY: `isa` never exceeds the detected level, so the CPU has these features.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { dot_avx512(x, y, n) },
+        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe { dot_avx512(x, y, n) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { dot_avx2(x, y, n) },
         _ => dot_scalar(x, y, n),

@@ -61,7 +61,7 @@ pub(crate) fn dot(isa: Isa, x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     match isa {
         // SAFETY (all arms): `isa` never exceeds the detected level.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { simd::dot_avx512vnni(x, y) },
+        Isa::Avx512Vnni | Isa::Amx => unsafe { simd::dot_avx512vnni(x, y) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { simd::dot_avx512(x, y) },
         #[cfg(target_arch = "x86_64")]
