@@ -79,6 +79,8 @@ pub(crate) struct Matrix {
     /// The rows repacked for their kernels, when the loader made a copy (then the mapped
     /// original is not read again).
     packed: Option<Arc<memmap2::Mmap>>,
+    /// Repacked without `LoadOptions::exact`: batches may take hearth's fast orders.
+    fast: bool,
 }
 
 impl Matrix {
@@ -97,6 +99,7 @@ impl Matrix {
             start,
             len,
             packed: None,
+            fast: false,
         }
     }
 
@@ -107,6 +110,7 @@ impl Matrix {
             cols: self.cols,
             data: &file[self.start..self.start + self.len],
             packed: self.packed.as_deref().map(|m| &m[..]),
+            fast: self.fast,
         }
     }
 
@@ -148,6 +152,7 @@ impl Matrix {
             .make_read_only()
             .map_err(|e| EngineError::Io(format!("could not seal repacked weights: {e}")))?;
         self.packed = Some(Arc::new(dst));
+        self.fast = !exact;
         Ok(())
     }
 }
@@ -526,14 +531,13 @@ impl Loader<'_> {
             ))
         })?;
         let start = (self.file.data_offset + t.offset) as usize;
-        Ok(Some(Matrix {
-            ty: t.ty,
+        Ok(Some(Matrix::in_file(
+            t.ty,
             rows,
             cols,
             start,
-            len: t.n_bytes as usize,
-            packed: None,
-        }))
+            t.n_bytes as usize,
+        )))
     }
 
     /// A 1-D tensor of `len` elements, decoded to f32 (norm weights, biases, RoPE factors).

@@ -413,14 +413,16 @@ fn quantized_kv_caches_stay_close_to_f16() {
         let bytes = s.cache_bytes() as f64 / f16.cache_bytes() as f64;
         let want_ratio = (block(k) + block(v)) / 128.0;
         assert!((bytes - want_ratio).abs() < 1e-9, "K {k} V {v}: {bytes}");
-        // Token by token agrees with the batch (both take the vector kernel here).
+        // Token by token agrees with the batch (both take the vector attention kernel here;
+        // on CPUs with AMX the batch's products take bf16 tiles, which a 4-bit cache amplifies
+        // to PARITY.md's bound, 2.0).
         let mut step = model.session(opts).unwrap();
         for (p, &id) in ids[..10].iter().enumerate() {
             let one = step.eval(&[id], Logits::Last).unwrap();
             let (a, b) = (got.row(p), one.last().unwrap());
             for &t in &top_k(a, 10) {
                 let d = (a[t as usize] - b[t as usize]).abs();
-                assert!(d < 1.0, "K {k} V {v} position {p}: {d}");
+                assert!(d < 2.0, "K {k} V {v} position {p}: {d}");
             }
         }
     }

@@ -6,7 +6,7 @@
 //! Weight rows are split across threads; each thread walks its rows in small blocks and dots
 //! every token against a block while it is in cache, so a prompt is one pass over the weights.
 
-use hearth_quant::{Activation, GgmlType, QuantError};
+use hearth_quant::{Activation, GgmlType, Isa, QuantError};
 
 use super::gemm_order::{self, Order};
 
@@ -22,6 +22,9 @@ pub struct MatRef<'a> {
     pub data: &'a [u8],
     /// The same rows repacked for their kernels (`hearth_quant::packed`), if the loader made them.
     pub packed: Option<&'a [u8]>,
+    /// Batches may take hearth's fast orders (`LoadOptions::exact` off): on CPUs with AMX,
+    /// prompts multiply packed Q4_0, Q4_K and Q8_0 weights on bf16 tiles.
+    pub fast: bool,
 }
 
 impl MatRef<'_> {
@@ -170,8 +173,15 @@ fn packed_rows(
     n_tok: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    use hearth_quant::packed::{self, Out, ROWS, q4_0, q4_k, q5_0, q6_k, q8_0};
+    use hearth_quant::packed::{self, ROWS, amx_bf16, q4_0, q4_k, q5_0, q6_k, q8_0};
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
+    let isa = hearth_quant::active_isa();
+    if w.fast && n_tok >= AMX_MIN_TOKENS && isa >= Isa::Amx && amx_bf16::supported(w.ty) {
+        let acts = amx_bf16::Bf16Acts::new(x, w.cols)?;
+        return each_range(threads, w, packed, gb, n_tok, out, |g, o| {
+            amx_bf16::product(isa, w.ty, g, w.cols, &acts, o)
+        });
+    }
     let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
     let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
     if out.len() != n_tok * w.rows {
@@ -184,6 +194,32 @@ fn packed_rows(
         }
         .into());
     }
+    each_range(threads, w, packed, gb, n_tok, out, |g, o| match w.ty {
+        GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
+        GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
+        GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
+        GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
+        _ => q4_0::gemm(g, w.cols, &acts, o),
+    })
+}
+
+/// Prompts of at least this many tokens take the AMX tiles: each product dequantizes its
+/// weights to bf16 once, which few tokens do not repay (measured on Gemma 3 270M, 2 threads:
+/// VNNI wins at 16 tokens, ties at 32, loses at 64).
+const AMX_MIN_TOKENS: usize = 48;
+
+/// Runs `product(groups, out)` on each thread's range of 16-row groups of a packed matrix
+/// (`gb` bytes per group), each writing its rows of the token-major `out` in place.
+fn each_range(
+    threads: &Threads,
+    w: MatRef,
+    packed: &[u8],
+    gb: usize,
+    n_tok: usize,
+    out: &mut [f32],
+    product: impl Fn(&[u8], &mut hearth_quant::packed::Out) -> Result<(), QuantError> + Sync,
+) -> Result<()> {
+    use hearth_quant::packed::{Out, ROWS};
     // The kernels write through strides, so each thread writes its column range of the
     // token-major output in place: no row-major scratch and transpose.
     let err = std::sync::Mutex::new(None);
@@ -195,14 +231,7 @@ fn packed_rows(
         // the ranges handed to the threads are disjoint and `out` stays borrowed until all
         // are done.
         let o = &mut unsafe { Out::from_raw(base.0.add(r0), w.rows, 1, n, n_tok) };
-        let res = match w.ty {
-            GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
-            GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
-            GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
-            GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
-            _ => q4_0::gemm(g, w.cols, &acts, o),
-        };
-        if let Err(e) = res {
+        if let Err(e) = product(g, o) {
             *err.lock().unwrap() = Some(e);
         }
     });
@@ -289,18 +318,25 @@ mod tests {
     }
 
     /// Packed matrices over two threads, each writing its rows of the token-major output in
-    /// place: a batch equals its tokens one at a time (these orders do not depend on the batch).
+    /// place: a batch equals its tokens one at a time (these orders do not depend on the batch;
+    /// Q4_K's GEMM order does, so it is left out) — and with the fast orders, where prompts take
+    /// AMX's bf16 tiles on CPUs that have them, it stays within bf16's rounding of them.
     #[test]
     fn packed_batches_write_every_row_of_every_token() {
         let threads = Threads::new(2).unwrap();
         let (rows, cols, n_tok) = (296, 512, 70);
         let (w, x) = inputs(rows, cols, n_tok);
-        for ty in [
+        let tys = [
+            GgmlType::Q4K,
             GgmlType::Q4_0,
             GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q6K,
-        ] {
+        ];
+        for (ty, fast) in tys.into_iter().flat_map(|t| [(t, false), (t, true)]) {
+            if ty == GgmlType::Q4K && !fast {
+                continue;
+            }
             let data = quantize_matrix(ty, &w, rows, cols).unwrap();
             let mut packed = vec![0u8; hearth_quant::packed::packed_bytes(ty, rows, cols).unwrap()];
             hearth_quant::packed::pack(ty, &data, cols, &mut packed).unwrap();
@@ -310,14 +346,46 @@ mod tests {
                 cols,
                 data: &data,
                 packed: Some(&packed),
+                fast,
             };
+            let tiles = fast
+                && hearth_quant::active_isa() >= Isa::Amx
+                && hearth_quant::packed::amx_bf16::supported(ty);
             let mut out = vec![f32::NAN; n_tok * rows];
             matmul(&threads, m, &x, &mut out).unwrap();
+            let mut sq = [0f64; 2];
             for t in 0..n_tok {
                 let mut one = vec![0f32; rows];
                 matmul(&threads, m, &x[t * cols..(t + 1) * cols], &mut one).unwrap();
-                assert_eq!(&out[t * rows..(t + 1) * rows], &one[..], "{ty} token {t}");
+                let batch = &out[t * rows..(t + 1) * rows];
+                if tiles {
+                    // bf16 activations and weights instead of 8-bit activations: as close to
+                    // the exact product of the dequantized rows, on the whole.
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let rb = data.len() / rows;
+                    for (r, (b, o)) in batch.iter().zip(&one).enumerate() {
+                        let mut wr = vec![0f32; cols];
+                        hearth_quant::dequantize_row(ty, &data[r * rb..(r + 1) * rb], &mut wr)
+                            .unwrap();
+                        let exact: f64 =
+                            wr.iter().zip(xt).map(|(a, b)| *a as f64 * *b as f64).sum();
+                        let norm: f64 = wr
+                            .iter()
+                            .zip(xt)
+                            .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                            .sum();
+                        assert!(
+                            (*b as f64 - exact).abs() <= norm / 256.0,
+                            "{ty} t{t} r{r}: {b} vs {exact}"
+                        );
+                        sq[0] += (*b as f64 - exact).powi(2);
+                        sq[1] += (*o as f64 - exact).powi(2);
+                    }
+                } else {
+                    assert_eq!(batch, &one[..], "{ty} token {t}");
+                }
             }
+            assert!(sq[0] <= 2.0 * sq[1], "{ty}: squared errors {sq:?}");
         }
     }
 
@@ -352,6 +420,7 @@ mod tests {
                 cols,
                 data: &data,
                 packed: None,
+                fast: false,
             };
             let mut out = vec![0f32; n_tok * rows];
             matmul(threads, m, &x, &mut out).unwrap();

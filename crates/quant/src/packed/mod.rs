@@ -10,6 +10,7 @@
 //! large as the original, so the engine drops the mapped original once it is made.
 //! Rows past a matrix's last in its last group are zero.
 
+pub mod amx_bf16;
 pub mod q4_0;
 pub mod q4_k;
 pub mod q5_0;
@@ -192,6 +193,15 @@ impl Out {
 
     pub fn n_tok(&self) -> usize {
         self.n_tok
+    }
+
+    /// Where rows `r0..r0 + 16` of token `t` are, when they are consecutive (a token-major
+    /// output) and all inside it.
+    #[inline]
+    pub(crate) fn lanes16(&mut self, t: usize, r0: usize) -> Option<*mut f32> {
+        (self.r_stride == 1 && t < self.n_tok && r0 + ROWS <= self.rows)
+            // SAFETY: (t, r0..r0 + 16) is inside the output (checked).
+            .then(|| unsafe { self.ptr.add(t * self.t_stride + r0) })
     }
 
     /// Writes rows `r0..r0 + vals.len()` of token `t` (clipped to the rows of this output).

@@ -21,10 +21,10 @@ use super::{Acts, Out, ROWS};
 const Q4_K_BYTES: usize = 144;
 const Q8_K_BYTES: usize = 292;
 const Q_BYTES: usize = QK_K / 2 * ROWS;
-const SC: usize = Q_BYTES;
-const MN: usize = SC + 8 * ROWS;
-const D: usize = MN + 8 * ROWS;
-const DMIN: usize = D + 2 * ROWS;
+pub(crate) const SC: usize = Q_BYTES;
+pub(crate) const MN: usize = SC + 8 * ROWS;
+pub(crate) const D: usize = MN + 8 * ROWS;
+pub(crate) const DMIN: usize = D + 2 * ROWS;
 /// Bytes of one super-block of one group of 16 rows.
 pub const GROUP_SB_BYTES: usize = DMIN + 2 * ROWS;
 

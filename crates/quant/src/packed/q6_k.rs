@@ -23,8 +23,8 @@ const Q6_K_BYTES: usize = 210;
 const Q8_K_BYTES: usize = 292;
 const QL: usize = 0;
 const QH: usize = 2 * 2 * 8 * 64;
-const SC: usize = QH + 2 * 8 * 64;
-const D: usize = SC + 16 * ROWS;
+pub(crate) const SC: usize = QH + 2 * 8 * 64;
+pub(crate) const D: usize = SC + 16 * ROWS;
 /// Bytes of one super-block of one group of 16 rows.
 pub const GROUP_SB_BYTES: usize = D + 2 * ROWS;
 
@@ -35,12 +35,12 @@ pub fn packed_bytes(rows: usize, cols: usize) -> Result<usize, QuantError> {
 }
 
 #[inline]
-fn ql_at(half: usize, part: usize, j: usize) -> usize {
+pub(crate) fn ql_at(half: usize, part: usize, j: usize) -> usize {
     QL + ((half * 2 + part) * 8 + j) * 64
 }
 
 #[inline]
-fn qh_at(half: usize, j: usize) -> usize {
+pub(crate) fn qh_at(half: usize, j: usize) -> usize {
     QH + (half * 8 + j) * 64
 }
 

@@ -1,0 +1,572 @@
+//! Batched products on AMX's bf16 tiles (`tdpbf16ps`), for the packed Q4_0, Q4_K, Q6_K and
+//! Q8_0 layouts: hearth's fast order for prompts on CPUs with AMX.
+//!
+//! llama.cpp's integer kernels scale every 32-element block (Q4_0, Q8_0) or 256-element
+//! super-block (Q4_K) of every (row, token) pair in floats, which on tiles means storing and
+//! re-reading the result tiles that often. Here the weights of each 16-row group are
+//! dequantized once per product to bf16 (`w = d·q`, Q4_K `d·sc·q − dmin·m`, Q6_K
+//! `d·sc·(q − 32)`) and the activations
+//! rounded to bf16 (instead of quantized to 8 bits), so a result tile accumulates in f32 over
+//! the whole row and is stored once. A bf16 weight carries 8 significant bits (the 4-bit quants
+//! and their 6-bit scales give 10), a bf16 activation as many as llama.cpp's 8-bit quantization:
+//! the products differ from the integer kernels' by about 2⁻⁹ relatively, well inside what
+//! llama.cpp's own builds differ by (`PARITY.md`; measured in the closing note of the speed issue).
+//!
+//! The scalar twin [`product_scalar`] rounds the same way and sums in f64; the tile unit's own
+//! summation order is not specified, so tests compare within a tolerance.
+
+use super::{Out, ROWS};
+use crate::common::f16_to_f32;
+use crate::{GgmlType, QK_K, QuantError, row_bytes};
+
+/// Whether `ty`'s packed layout has a bf16 tile product.
+pub fn supported(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8_0
+    )
+}
+
+/// Bytes of one packed 16-row group of `ty` with `cols` columns.
+fn group_bytes(ty: GgmlType, cols: usize) -> Result<usize, QuantError> {
+    super::packed_bytes(ty, ROWS, cols)
+}
+
+/// Activations rounded to bf16, in the A-tile layout: per block of 32 tokens, per step of 32
+/// columns, two tiles (tokens 0..16, 16..32) of 16 rows × 32 bf16; tokens past the last are
+/// zero. Made once per product and shared by every thread.
+pub struct Bf16Acts {
+    tiles: Vec<Line>,
+    n_tok: usize,
+    cols: usize,
+}
+
+/// Tokens per block: two tiles of 16.
+const T: usize = 32;
+/// Columns per tile step.
+const KS: usize = 32;
+/// Lines (64 bytes) per tile.
+const TILE_LINES: usize = 16;
+
+/// A cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+const ZERO: Line = Line([0; 32]);
+
+/// `x` rounded to bf16 (to nearest, ties to even; NaN stays NaN).
+fn bf16(x: f32) -> u16 {
+    half::bf16::from_f32(x).to_bits()
+}
+
+/// 32 floats rounded to bf16 into one line.
+fn round_line(vals: &[f32], line: &mut Line) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the CPU has AVX-512 BF16.
+        unsafe { tiles::round_line(vals, line) };
+        return;
+    }
+    for (o, &v) in line.0.iter_mut().zip(vals) {
+        *o = bf16(v);
+    }
+}
+
+fn from_bf16(b: u16) -> f32 {
+    half::bf16::from_bits(b).to_f32()
+}
+
+impl Bf16Acts {
+    /// `x`: `n_tok` rows of `cols` floats (`cols` a multiple of 32).
+    pub fn new(x: &[f32], cols: usize) -> Result<Bf16Acts, QuantError> {
+        let n_tok = x.len().checked_div(cols).unwrap_or(0);
+        if cols == 0 || !cols.is_multiple_of(KS) || n_tok * cols != x.len() {
+            return Err(QuantError::Length {
+                ty: GgmlType::F32,
+                what: "the activation rows",
+                unit: "floats",
+                expected: n_tok * cols,
+                got: x.len(),
+            });
+        }
+        let steps = cols / KS;
+        let mut tiles = vec![ZERO; n_tok.div_ceil(T) * steps * 2 * TILE_LINES];
+        for (t, row) in x.chunks_exact(cols).enumerate() {
+            let (block, half, r) = (t / T, t % T / 16, t % 16);
+            for (ks, vals) in row.chunks_exact(KS).enumerate() {
+                let line = &mut tiles[((block * steps + ks) * 2 + half) * TILE_LINES + r];
+                round_line(vals, line);
+            }
+        }
+        Ok(Bf16Acts { tiles, n_tok, cols })
+    }
+
+    pub fn n_tok(&self) -> usize {
+        self.n_tok
+    }
+
+    fn at(&self, t: usize, k: usize) -> f32 {
+        let steps = self.cols / KS;
+        let (block, half, r) = (t / T, t % T / 16, t % 16);
+        from_bf16(self.tiles[((block * steps + k / KS) * 2 + half) * TILE_LINES + r].0[k % KS])
+    }
+}
+
+/// `w[r] · x[t]` for the rows of the packed groups of `ty` in `packed` (`cols` columns) and every
+/// token of `acts`, into `out`. Uses AMX when the CPU has it and `isa` allows it, else the
+/// scalar twin. Single-threaded.
+pub fn product(
+    isa: crate::Isa,
+    ty: GgmlType,
+    packed: &[u8],
+    cols: usize,
+    acts: &Bf16Acts,
+    out: &mut Out,
+) -> Result<(), QuantError> {
+    if !supported(ty) {
+        return Err(QuantError::Unsupported {
+            ty,
+            op: "bf16 tile products",
+        });
+    }
+    row_bytes(ty, cols)?;
+    let gb = group_bytes(ty, cols)?;
+    if acts.cols != cols
+        || acts.n_tok != out.n_tok()
+        || packed.len() != out.rows().div_ceil(ROWS) * gb
+    {
+        return Err(QuantError::Length {
+            ty,
+            what: "the packed rows, activations or output",
+            unit: "bytes",
+            expected: out.rows().div_ceil(ROWS) * gb,
+            got: packed.len(),
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa.min(crate::isa::detected_isa()) >= crate::Isa::Amx {
+        // SAFETY: the CPU has AMX and AVX-512 BF16 (the AMX level implies both); sizes checked.
+        unsafe { tiles::product(ty, packed, gb, cols, acts, out) };
+        return Ok(());
+    }
+    let _ = isa;
+    product_scalar(ty, packed, gb, cols, acts, out);
+    Ok(())
+}
+
+/// The weights of row `lane` of a packed group, dequantized to f32 as the tile kernels do and
+/// rounded to bf16.
+fn dequant_row(ty: GgmlType, group: &[u8], cols: usize, lane: usize) -> Vec<f32> {
+    let mut w = vec![0f32; cols];
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q8_0 => {
+            let (bb, d_at) = if ty == GgmlType::Q4_0 {
+                (super::q4_0::GROUP_BLOCK_BYTES, 64 * 4)
+            } else {
+                (super::q8_0::GROUP_BLOCK_BYTES, 64 * 8)
+            };
+            for (b, p) in group.chunks_exact(bb).enumerate() {
+                let d = f16_to_f32(u16::from_le_bytes([
+                    p[d_at + 2 * lane],
+                    p[d_at + 2 * lane + 1],
+                ]));
+                for e in 0..32 {
+                    let q = if ty == GgmlType::Q4_0 {
+                        let byte = p[(e % 16 / 4) * 64 + lane * 4 + e % 4];
+                        (if e < 16 { byte & 15 } else { byte >> 4 }) as i32 - 8
+                    } else {
+                        (p[(e / 4) * 64 + lane * 4 + e % 4] ^ 0x80) as i8 as i32
+                    };
+                    w[b * 32 + e] = q as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            use super::q6_k::{D, GROUP_SB_BYTES, SC, qh_at, ql_at};
+            for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
+                let d = f16_to_f32(u16::from_le_bytes([p[D + 2 * lane], p[D + 2 * lane + 1]]));
+                for e in 0..QK_K {
+                    let (h, within) = (e / 128, e % 128);
+                    let (nib, part, l) = (within / 64, within % 64 / 32, within % 32);
+                    let (j, b) = (l / 4, l % 4);
+                    let ql = p[ql_at(h, part, j) + lane * 4 + b];
+                    let qh = p[qh_at(h, j) + lane * 4 + b];
+                    let lo = if nib == 0 { ql & 15 } else { ql >> 4 };
+                    let hi = (qh >> (2 * (part + 2 * nib))) & 3;
+                    let q = (lo | (hi << 4)) as i32 - 32;
+                    let scale = d * p[SC + (e / 16) * ROWS + lane] as i8 as f32;
+                    w[s * QK_K + e] = q as f32 * scale;
+                }
+            }
+        }
+        _ => {
+            use super::q4_k::{D, DMIN, GROUP_SB_BYTES, MN, SC};
+            for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
+                let h = |at: usize| f16_to_f32(u16::from_le_bytes([p[at], p[at + 1]]));
+                let (d, dmin) = (h(D + 2 * lane), h(DMIN + 2 * lane));
+                for e in 0..QK_K {
+                    let (c, within) = (e / 64, e % 64);
+                    let byte = p[(c * 8 + within % 32 / 4) * 64 + lane * 4 + within % 4];
+                    let q = if within < 32 { byte & 15 } else { byte >> 4 };
+                    let sub = e / 32;
+                    let scale = d * p[SC + sub * ROWS + lane] as f32;
+                    let min = dmin * p[MN + sub * ROWS + lane] as f32;
+                    w[s * QK_K + e] = (q as f32).mul_add(scale, -min);
+                }
+            }
+        }
+    }
+    for v in &mut w {
+        *v = from_bf16(bf16(*v));
+    }
+    w
+}
+
+/// The scalar twin: bf16 weights and activations, products summed in f64.
+fn product_scalar(
+    ty: GgmlType,
+    packed: &[u8],
+    gb: usize,
+    cols: usize,
+    acts: &Bf16Acts,
+    out: &mut Out,
+) {
+    for r in 0..out.rows() {
+        let w = dequant_row(ty, &packed[r / ROWS * gb..][..gb], cols, r % ROWS);
+        for t in 0..acts.n_tok {
+            let sum: f64 = (0..cols).map(|k| w[k] as f64 * acts.at(t, k) as f64).sum();
+            out.put(t, r, &[sum as f32]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::*;
+    use crate::amx::Tiles;
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+
+    /// Bytes of weight panels dequantized at a time: a run of groups whose panels stay in L2
+    /// while every token block passes over them.
+    const RUN_BYTES: usize = 512 << 10;
+
+    /// # Safety
+    /// AMX (with AVX-512 BF16) must be usable; `packed` holds whole groups of `gb` bytes for
+    /// `out.rows()` rows, `acts` the tokens of `out`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn product(
+        ty: GgmlType,
+        packed: &[u8],
+        gb: usize,
+        cols: usize,
+        acts: &Bf16Acts,
+        out: &mut Out,
+    ) {
+        let steps = cols / KS;
+        let panel_lines = steps * TILE_LINES;
+        let groups = packed.len() / gb;
+        let per_run = (RUN_BYTES / (panel_lines * 64)).max(2) & !1;
+        let mut panels = vec![ZERO; per_run.min(groups + 1) * panel_lines];
+        let mut c = [ZERO; 4 * TILE_LINES];
+        let blocks = acts.n_tok.div_ceil(T);
+        // SAFETY: the caller's contract.
+        let _tiles = unsafe { Tiles::configure() };
+        for g0 in (0..groups).step_by(per_run) {
+            let run = per_run.min(groups - g0);
+            for (i, panel) in panels.chunks_exact_mut(panel_lines).take(run).enumerate() {
+                let g = g0 + i;
+                dequant_group(ty, &packed[g * gb..(g + 1) * gb], steps, panel);
+            }
+            for b in 0..blocks {
+                let a = acts.tiles[b * steps * 2 * TILE_LINES..].as_ptr() as *const u8;
+                for pair in (0..run).step_by(2) {
+                    let two = pair + 1 < run;
+                    let w0 = panels[pair * panel_lines..].as_ptr() as *const u8;
+                    // A lone last group multiplies its own panel twice (one result is unused).
+                    let w1 = if two {
+                        w0.wrapping_add(panel_lines * 64)
+                    } else {
+                        w0
+                    };
+                    // SAFETY: tiles 0..8 are configured; every tile read is 16 whole lines of
+                    // `acts.tiles` (block b, step ks) or of a panel; `c` holds 4 tiles.
+                    unsafe {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                        for ks in 0..steps {
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {s}*1]",
+                                "tileloadd tmm5, [{a1} + {s}*1]",
+                                "tileloadd tmm6, [{w0} + {s}*1]",
+                                "tileloadd tmm7, [{w1} + {s}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tdpbf16ps tmm1, tmm5, tmm6",
+                                "tdpbf16ps tmm2, tmm4, tmm7",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a0 = in(reg) a.add(ks * 2 * 1024),
+                                a1 = in(reg) a.add((ks * 2 + 1) * 1024),
+                                w0 = in(reg) w0.add(ks * 1024),
+                                w1 = in(reg) w1.add(ks * 1024),
+                                s = in(reg) 64usize,
+                                options(nostack, readonly)
+                            );
+                        }
+                        let cp = c.as_mut_ptr() as *mut u8;
+                        asm!(
+                            "tilestored [{c0} + {s}*1], tmm0",
+                            "tilestored [{c1} + {s}*1], tmm1",
+                            "tilestored [{c2} + {s}*1], tmm2",
+                            "tilestored [{c3} + {s}*1], tmm3",
+                            c0 = in(reg) cp,
+                            c1 = in(reg) cp.add(1024),
+                            c2 = in(reg) cp.add(2048),
+                            c3 = in(reg) cp.add(3072),
+                            s = in(reg) 64usize,
+                            options(nostack)
+                        );
+                    }
+                    // Result tile (token half h, group j) is c[2j + h]: row = token, lane = row.
+                    for j in 0..1 + two as usize {
+                        let r0 = (g0 + pair + j) * ROWS;
+                        for t in 0..T.min(acts.n_tok - b * T) {
+                            let line = &c[(2 * j + t / 16) * TILE_LINES + t % 16];
+                            // SAFETY: a line holds 16 f32.
+                            let v = unsafe { _mm512_load_ps(line.0.as_ptr().cast()) };
+                            let tok = b * T + t;
+                            match out.lanes16(tok, r0) {
+                                // SAFETY: `lanes16` gives room for 16 floats.
+                                Some(dst) => unsafe { _mm512_storeu_ps(dst, v) },
+                                None => {
+                                    let mut lanes = [0f32; ROWS];
+                                    // SAFETY: `lanes` holds 16 floats.
+                                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                                    out.put(tok, r0, &lanes);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::round_line`] (the same rounding: to nearest, ties to even).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) fn round_line(vals: &[f32], line: &mut Line) {
+        let vals = &vals[..32];
+        // SAFETY: 32 floats in, one aligned line out.
+        unsafe {
+            let lo = _mm512_loadu_ps(vals.as_ptr());
+            let hi = _mm512_loadu_ps(vals.as_ptr().add(16));
+            let b: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_store_si512(line.0.as_mut_ptr().cast(), b);
+        }
+    }
+
+    /// Writes the 4 columns of one packed line (16 rows × 4 signed values `v`, byte `i` of
+    /// dword `r` = row r's column `k0 + i`) as `q·scale − bias` (per row) in bf16 into the
+    /// panel rows for column pairs `k0/2` and `k0/2 + 1` (`dst` = the first of those lines).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn emit(v: __m512i, scale: __m512, bias: __m512, dst: *mut Line) {
+        let col = |x: __m512i| _mm512_fmsub_ps(_mm512_cvtepi32_ps(x), scale, bias);
+        let c0 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)));
+        let c1 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)));
+        let c2 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)));
+        let c3 = col(_mm512_srai_epi32::<24>(v));
+        // cvtne2ps gives [b as bf16 ×16, a as bf16 ×16]; interleave to (k, k+1) per row.
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let pair = |lo: __m512, hi: __m512| {
+            let p: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo)) };
+            _mm512_permutexvar_epi16(idx, p)
+        };
+        // SAFETY: the caller gives two whole lines at `dst`.
+        unsafe {
+            _mm512_store_si512(dst.cast(), pair(c0, c1));
+            _mm512_store_si512(dst.add(1).cast(), pair(c2, c3));
+        }
+    }
+
+    /// The panel of one group: per step of 32 columns, one B tile of 16 lines, line `kk`
+    /// holding columns `2kk, 2kk + 1` of the 16 rows (row r at bf16 pair r).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn dequant_group(ty: GgmlType, group: &[u8], steps: usize, panel: &mut [Line]) {
+        assert!(panel.len() >= steps * TILE_LINES);
+        let dst = panel.as_mut_ptr();
+        let line = |p: &[u8], i: usize| unsafe { _mm512_loadu_si512(p[i * 64..].as_ptr().cast()) };
+        let halves = |p: &[u8], at: usize| unsafe {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p[at..at + 32].as_ptr().cast()))
+        };
+        let m4 = _mm512_set1_epi8(0x0f);
+        let eight = _mm512_set1_epi8(8);
+        let zero = _mm512_setzero_ps();
+        match ty {
+            GgmlType::Q4_0 => {
+                let bb = super::super::q4_0::GROUP_BLOCK_BYTES;
+                for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
+                    let d = halves(p, 64 * 4);
+                    for j in 0..4 {
+                        let x = line(p, j);
+                        let lo = _mm512_sub_epi8(_mm512_and_si512(x, m4), eight);
+                        let hi =
+                            _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(x), m4), eight);
+                        // Columns 4j.. (lines 2j, 2j+1) and 16 + 4j.. (lines 8 + 2j, 9 + 2j).
+                        let at = unsafe { dst.add(b * TILE_LINES) };
+                        emit(lo, d, zero, unsafe { at.add(2 * j) });
+                        emit(hi, d, zero, unsafe { at.add(8 + 2 * j) });
+                    }
+                }
+            }
+            GgmlType::Q8_0 => {
+                let bb = super::super::q8_0::GROUP_BLOCK_BYTES;
+                let flip = _mm512_set1_epi8(-128);
+                for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
+                    let d = halves(p, 64 * 8);
+                    for j in 0..8 {
+                        let q = _mm512_xor_si512(line(p, j), flip);
+                        emit(q, d, zero, unsafe { dst.add(b * TILE_LINES + 2 * j) });
+                    }
+                }
+            }
+            GgmlType::Q6K => {
+                use super::super::q6_k::{D, GROUP_SB_BYTES, SC, qh_at, ql_at};
+                let m3 = _mm512_set1_epi8(3);
+                let thirty_two = _mm512_set1_epi8(32);
+                for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
+                    let d = halves(p, D);
+                    for h in 0..2 {
+                        for j in 0..8 {
+                            let y = line(p, (qh_at(h, j)) / 64);
+                            for part in 0..2 {
+                                let x = line(p, ql_at(h, part, j) / 64);
+                                for nib in 0..2 {
+                                    let lo = if nib == 0 {
+                                        _mm512_and_si512(x, m4)
+                                    } else {
+                                        _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
+                                    };
+                                    let shift = _mm_cvtsi32_si128(2 * (part + 2 * nib) as i32);
+                                    let hi = _mm512_and_si512(_mm512_srl_epi16(y, shift), m3);
+                                    let q = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
+                                    let q = _mm512_sub_epi8(q, thirty_two);
+                                    // Columns k0..k0 + 4 of this super-block, one sub-block.
+                                    let k0 = 128 * h + 32 * part + 64 * nib + 4 * j;
+                                    let sc = unsafe {
+                                        _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                                            p[SC + (k0 / 16) * ROWS..][..16].as_ptr().cast(),
+                                        ))
+                                    };
+                                    let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                                    let at = (8 * s + k0 / 32) * TILE_LINES + 2 * (k0 % 32 / 4);
+                                    emit(q, scale, zero, unsafe { dst.add(at) });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                use super::super::q4_k::{D, DMIN, GROUP_SB_BYTES, MN, SC};
+                let bytes16 = |p: &[u8], at: usize| unsafe {
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        p[at..at + 16].as_ptr().cast(),
+                    )))
+                };
+                for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
+                    let (d, dmin) = (halves(p, D), halves(p, DMIN));
+                    for c in 0..4 {
+                        for half in 0..2 {
+                            let sub = 2 * c + half;
+                            let scale = _mm512_mul_ps(d, bytes16(p, SC + sub * ROWS));
+                            let bias = _mm512_mul_ps(dmin, bytes16(p, MN + sub * ROWS));
+                            for j in 0..8 {
+                                let x = line(p, c * 8 + j);
+                                let q = if half == 0 {
+                                    _mm512_and_si512(x, m4)
+                                } else {
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
+                                };
+                                // Sub-block `sub` is step 8s + sub; column 4j.. → lines 2j, 2j+1.
+                                let at = unsafe { dst.add((8 * s + sub) * TILE_LINES + 2 * j) };
+                                emit(q, scale, bias, at);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::Case;
+    use super::*;
+
+    /// Every ISA within a tight tolerance of the f64 sum of the bf16-rounded operands (the tile
+    /// unit's summation order is its own), over several runs of groups and token blocks,
+    /// including a short last group and a short last token block; and within 2⁻⁸ of the
+    /// integer kernels' order.
+    #[test]
+    fn tile_products_equal_the_bf16_sums() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+            for (rows, cols, n_tok) in [(16, 256, 1), (40, 512, 45), (200, 2048, 70)] {
+                let c = Case::new(ty, rows, cols, n_tok);
+                let x: Vec<f32> = (0..n_tok * cols)
+                    .map(|i| (i as f32 * 0.13).cos() * 3.0)
+                    .collect();
+                let acts = Bf16Acts::new(&x, cols).unwrap();
+                let gb = group_bytes(ty, cols).unwrap();
+                let mut want = vec![0f32; rows * n_tok];
+                product_scalar(
+                    ty,
+                    &c.packed,
+                    gb,
+                    cols,
+                    &acts,
+                    &mut Out::token_major(&mut want, rows).unwrap(),
+                );
+                for isa in crate::available_isas() {
+                    let mut got = vec![f32::NAN; rows * n_tok];
+                    let mut o = Out::token_major(&mut got, rows).unwrap();
+                    product(isa, ty, &c.packed, cols, &acts, &mut o).unwrap();
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let scale: f32 = 1e-5 * (cols as f32).sqrt() * 8.0;
+                        assert!(
+                            (g - w).abs() <= scale * (1.0 + w.abs()),
+                            "{ty} {isa} {i}: {g} vs {w}"
+                        );
+                    }
+                }
+                // Near the exact products of the original rows and activations.
+                for r in 0..rows {
+                    let mut w = vec![0f32; cols];
+                    crate::dequantize_row(ty, c.row(r), &mut w).unwrap();
+                    for t in 0..n_tok {
+                        let exact: f64 = (0..cols)
+                            .map(|k| w[k] as f64 * x[t * cols + k] as f64)
+                            .sum();
+                        let norm: f64 = (0..cols)
+                            .map(|k| (w[k] as f64 * x[t * cols + k] as f64).abs())
+                            .sum();
+                        let g = want[t * rows + r] as f64;
+                        assert!(
+                            (g - exact).abs() <= norm / 256.0,
+                            "{ty} r{r} t{t}: {g} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
