@@ -11,6 +11,10 @@ use crate::kv_cache::KvCache;
 use crate::model::{Layer, Matrix, Model};
 use crate::ops::attention::{self, Heads, Kernel};
 use crate::ops::{self, act, matmul, norm, rope};
+use crate::threads::Threads;
+
+/// Low-rank updates below this many multiply-adds run on the calling thread.
+const LORA_SERIAL_MACS: usize = 1 << 20;
 
 /// The gated activation of the MLP: `down(act(gate(x)) * up(x))`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +83,17 @@ impl Step<'_> {
             };
             let bytes = adapter.bytes();
             let n = x.len() / l.a.cols;
+            // A decode step's low-rank products are a few µs of work each, less than waking
+            // the pool costs (rank 16 on every matrix of Gemma 3 270M: 126 sites per token).
+            let threads = if n * l.rank * (l.a.cols + l.b.rows) < LORA_SERIAL_MACS {
+                Threads::serial()
+            } else {
+                &self.m.threads
+            };
             let mut ax = self.bufs.take(n * l.rank);
-            matmul::matmul(&self.m.threads, l.a.view(bytes), x, &mut ax)?;
+            matmul::matmul(threads, l.a.view(bytes), x, &mut ax)?;
             let mut bax = self.bufs.take(n * l.b.rows);
-            matmul::matmul(&self.m.threads, l.b.view(bytes), &ax, &mut bax)?;
+            matmul::matmul(threads, l.b.view(bytes), &ax, &mut bax)?;
             let f = adapter.factor(applied.scale, l.rank);
             for (y, z) in y.iter_mut().zip(&bax) {
                 *y += *z * f;

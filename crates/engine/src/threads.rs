@@ -85,6 +85,12 @@ impl Threads {
         self.n
     }
 
+    /// A pool of one: the caller runs every job itself (for work too small to share).
+    pub fn serial() -> &'static Threads {
+        static SERIAL: std::sync::OnceLock<Threads> = std::sync::OnceLock::new();
+        SERIAL.get_or_init(|| Threads::new(1).expect("a pool of one spawns no thread"))
+    }
+
     /// Splits `n_items` items into ranges (a multiple of `align` items each except the last)
     /// and calls `f(first_item, count)` for each, in parallel: for callers whose pieces are
     /// not contiguous slices (a column range of a matrix).

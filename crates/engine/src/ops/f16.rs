@@ -200,7 +200,7 @@ fn f64_to_f16(x: f64) -> u16 {
 /// and products are the same operations lane by lane, and the roundings to half are the ones
 /// `half` performs on a CPU with F16C (f64 → f32 to nearest, then `vcvtps2ph` to nearest).
 #[cfg(target_arch = "x86_64")]
-mod simd {
+pub(crate) mod simd {
     use super::{FP16_STEP, reduce16, table};
     use std::arch::x86_64::*;
 
@@ -265,6 +265,95 @@ mod simd {
             sumf += (t[x[k] as usize] * t[y[k] as usize]) as f64;
         }
         sumf as f32
+    }
+
+    /// The 16 lane sums of tinyBLAS's dot of `n` (a multiple of 16) halves (`BYTES` 2) or
+    /// floats (4) at `w` and `a`: lane `k % 16` accumulates `w[k]·a[k]` with one FMA each.
+    ///
+    /// # Safety
+    /// AVX-512 F and F16C; `n · BYTES` readable bytes at `w` and at `a`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn tinyblas_lanes<const BYTES: usize>(
+        w: *const u8,
+        a: *const u8,
+        n: usize,
+    ) -> [f32; 16] {
+        let ld = |p: *const u8, k: usize| unsafe {
+            if BYTES == 2 {
+                ld16(p.cast::<u16>().add(k))
+            } else {
+                _mm512_loadu_ps(p.cast::<f32>().add(k))
+            }
+        };
+        let mut acc = _mm512_setzero_ps();
+        for k in (0..n).step_by(16) {
+            acc = _mm512_fmadd_ps(ld(w, k), ld(a, k), acc);
+        }
+        let mut lanes = [0f32; 16];
+        // SAFETY: `lanes` holds 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), acc) };
+        lanes
+    }
+
+    /// [`tinyblas_lanes`] of 16 rows (`rb` bytes apart) at once, each reduced as
+    /// [`super::reduce16`] does (lanes `i + 8`, then `i + 4`, `i + 2`, `i + 1` added pairwise),
+    /// with the 16 sums transposed into one register: `out[r]` is row r's dot.
+    ///
+    /// # Safety
+    /// AVX-512 F and F16C; 16 rows of `n · BYTES` readable bytes at `w`, `rb` apart, and
+    /// `n · BYTES` at `a`; `n` a multiple of 16.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub unsafe fn tinyblas_rows16<const BYTES: usize>(
+        w: *const u8,
+        rb: usize,
+        a: *const u8,
+        n: usize,
+        out: &mut [f32; 16],
+    ) {
+        let ld = |p: *const u8, k: usize| unsafe {
+            if BYTES == 2 {
+                ld16(p.cast::<u16>().add(k))
+            } else {
+                _mm512_loadu_ps(p.cast::<f32>().add(k))
+            }
+        };
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for k in (0..n).step_by(16) {
+            let av = ld(a, k);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(ld(w.wrapping_add(r * rb), k), av, *acc);
+            }
+        }
+        // Lanes i + 8 (two rows per register), i + 4 (four), i + 2 and i + 1 (sixteen).
+        let x: [__m512; 8] = std::array::from_fn(|j| {
+            let (a, b) = (acc[2 * j], acc[2 * j + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(a, b),
+                _mm512_shuffle_f32x4::<0xEE>(a, b),
+            )
+        });
+        let y: [__m512; 4] = std::array::from_fn(|j| {
+            let (a, b) = (x[2 * j], x[2 * j + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xDD>(a, b),
+            )
+        });
+        let z: [__m512; 2] = std::array::from_fn(|j| {
+            let (a, b) = (y[2 * j], y[2 * j + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x44>(a, b),
+                _mm512_shuffle_ps::<0xEE>(a, b),
+            )
+        });
+        let f = _mm512_add_ps(
+            _mm512_shuffle_ps::<0x88>(z[0], z[1]),
+            _mm512_shuffle_ps::<0xDD>(z[0], z[1]),
+        );
+        // Lane 4k + j holds row 4j + k.
+        let idx = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+        // SAFETY: `out` holds 16 floats.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_permutexvar_ps(idx, f)) };
     }
 
     /// # Safety

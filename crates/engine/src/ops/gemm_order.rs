@@ -86,7 +86,33 @@ fma_dispatch! {
 #[inline(always)]
 fn dot_rows_impl(order: Order, ty: GgmlType, rows: &[u8], a: &[u8], gemm: bool, out: &mut [f32]) {
     let rb = rows.len() / out.len().max(1);
-    for (o, row) in out.iter_mut().zip(rows.chunks_exact(rb.max(1))) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if order == Order::TinyBlas && super::f16::simd::enabled() {
+        // 16 rows per call, their lane sums reduced together (a rank-16 LoRA's B has short rows).
+        let bytes = if ty == GgmlType::F16 { 2 } else { 4 };
+        let n = rb / bytes;
+        if n.is_multiple_of(16) && a.len() >= rb {
+            while done + 16 <= out.len() {
+                let (w, o) = (rows[done * rb..].as_ptr(), &mut out[done..done + 16]);
+                let o: &mut [f32; 16] = o.try_into().unwrap();
+                // SAFETY: AVX-512 F and F16C checked; 16 whole rows of n elements from `w`,
+                // and n elements of `a` (checked).
+                unsafe {
+                    if bytes == 2 {
+                        super::f16::simd::tinyblas_rows16::<2>(w, rb, a.as_ptr(), n, o)
+                    } else {
+                        super::f16::simd::tinyblas_rows16::<4>(w, rb, a.as_ptr(), n, o)
+                    }
+                }
+                done += 16;
+            }
+        }
+    }
+    for (o, row) in out[done..]
+        .iter_mut()
+        .zip(rows[done * rb..].chunks_exact(rb.max(1)))
+    {
         *o = dot(order, ty, row, a, gemm);
     }
 }
@@ -132,6 +158,19 @@ fn dot_q4_0(w: &[u8], a: &[u8]) -> f32 {
 /// are summed by `_mm512_reduce_add_ps`. `BYTES` = 2 for F16 (both operands half), 4 for F32.
 #[inline(always)]
 fn dot_tinyblas<const BYTES: usize>(w: &[u8], a: &[u8]) -> f32 {
+    let n = w.len().min(a.len()) / BYTES;
+    #[cfg(target_arch = "x86_64")]
+    if n.is_multiple_of(16) && super::f16::simd::enabled() {
+        // SAFETY: AVX-512 F and F16C checked; n · BYTES bytes of each operand.
+        let lanes = unsafe { super::f16::simd::tinyblas_lanes::<BYTES>(w.as_ptr(), a.as_ptr(), n) };
+        return super::f16::reduce16(&lanes);
+    }
+    dot_tinyblas_scalar::<BYTES>(w, a)
+}
+
+/// The scalar twin of [`dot_tinyblas`].
+#[inline(always)]
+fn dot_tinyblas_scalar<const BYTES: usize>(w: &[u8], a: &[u8]) -> f32 {
     let t = super::f16::table();
     let get = |b: &[u8], k: usize| -> f32 {
         let j = k * BYTES;
@@ -156,6 +195,50 @@ fn dot_tinyblas<const BYTES: usize>(w: &[u8], a: &[u8]) -> f32 {
 mod tests {
     use super::*;
     use hearth_quant::{Activation, quantize_matrix};
+
+    /// The SIMD tinyBLAS dots (one row, or 16 reduced together) equal the scalar twin bit for
+    /// bit (F16 and F32, short rows as a rank-16 LoRA's and long ones).
+    #[test]
+    fn tinyblas_dot_equals_its_scalar_twin() {
+        for n in [16, 64, 640] {
+            let rows = 37;
+            let w: Vec<f32> = (0..rows * n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
+            for ty in [GgmlType::F16, GgmlType::F32] {
+                let wq = quantize_matrix(ty, &w, rows, n).unwrap();
+                let xq = quantize_matrix(ty, &x, 1, n).unwrap();
+                let mut got = vec![0f32; rows];
+                dot_rows(Order::TinyBlas, ty, &wq, &xq, false, &mut got);
+                let rb = wq.len() / rows;
+                for (r, g) in got.iter().enumerate() {
+                    let row = &wq[r * rb..(r + 1) * rb];
+                    let want = if ty == GgmlType::F16 {
+                        dot_tinyblas_scalar::<2>(row, &xq)
+                    } else {
+                        dot_tinyblas_scalar::<4>(row, &xq)
+                    };
+                    assert_eq!(g.to_bits(), want.to_bits(), "{ty} n{n} r{r}");
+                }
+            }
+            let w: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
+            let half = |v: &[f32]| -> Vec<u8> {
+                v.iter()
+                    .flat_map(|&f| hearth_quant::f32_to_f16(f).to_le_bytes())
+                    .collect()
+            };
+            let full = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|f| f.to_le_bytes()).collect() };
+            let (wh, xh, wf, xf) = (half(&w), half(&x), full(&w), full(&x));
+            assert_eq!(
+                dot_tinyblas::<2>(&wh, &xh).to_bits(),
+                dot_tinyblas_scalar::<2>(&wh, &xh).to_bits()
+            );
+            assert_eq!(
+                dot_tinyblas::<4>(&wf, &xf).to_bits(),
+                dot_tinyblas_scalar::<4>(&wf, &xf).to_bits()
+            );
+        }
+    }
 
     #[test]
     fn llama_orders_stay_within_rounding_of_vec_dot() {
