@@ -28,6 +28,11 @@ enum Command {
     Tokenize(cmd::tokenize::Args),
     /// Write a random-weight model with a real vocabulary, in llama.cpp's tensor layout.
     Synth(cmd::synth::Args),
+    /// Write a random LoRA adapter of a given rank and targets for a base model.
+    SynthAdapter(cmd::synth_adapter::Args),
+    /// Inspect LoRA adapters.
+    #[command(subcommand)]
+    Adapter(cmd::adapter::Command),
     /// Generate text from a prompt (through the chat template unless --raw).
     Run(cmd::run::Args),
     /// Chat with a model in the terminal.
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::SynthAdapter(a) => cmd::synth_adapter::run(a),
+        Command::Adapter(c) => cmd::adapter::run(c),
         Command::Run(a) => cmd::run::run(a),
         Command::Chat(a) => cmd::chat::run(a),
         Command::Logits(a) => cmd::logits::run(a),

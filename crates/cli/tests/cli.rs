@@ -494,3 +494,328 @@ fn adapter_errors_are_clear() {
         assert!(err.contains(want), "{adapter}: {err}");
     }
 }
+
+#[test]
+fn adapters_are_bound_to_their_base() {
+    let base = fixture("synthetic/synth-llama-f16.gguf");
+    let other = fixture("synthetic/synth-llama-q8_0.gguf");
+    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
+    let (base, other, lora) = (
+        base.to_str().unwrap(),
+        other.to_str().unwrap(),
+        lora.to_str().unwrap(),
+    );
+    let made = tmp("bound-lora.gguf");
+    let made = made.to_str().unwrap();
+    let o = hearth(&[
+        "synth-adapter",
+        "-m",
+        base,
+        "-r",
+        "4",
+        "--gain",
+        "0.5",
+        "-o",
+        made,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The file records its base, and fits it.
+    let o = hearth(&["adapter", "inspect", made, "-m", base, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sha = doc["base_sha256"].as_str().unwrap();
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{doc}"
+    );
+    assert_eq!(doc["fits"]["ok"], true, "{doc}");
+    assert_eq!(doc["matrices"], 7 * 2, "{doc}");
+
+    // On its base: no warning, and the logits move.
+    let plain = hearth(&["logits", "-m", base, "--raw", "hello world"]);
+    let o = hearth(&[
+        "logits",
+        "-m",
+        base,
+        "--raw",
+        "--adapter",
+        made,
+        "hello world",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("warning"), "{err}");
+    assert_ne!(o.stdout, plain.stdout);
+
+    // On another base of the same shapes: refused, unless forced (with a warning).
+    let o = hearth(&["logits", "-m", other, "--raw", "--adapter", made, "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("made for another base model") && err.contains(sha),
+        "{err}"
+    );
+    let o = hearth(&[
+        "logits",
+        "-m",
+        other,
+        "--raw",
+        "--adapter",
+        made,
+        "--force-adapter",
+        "hi",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("--force-adapter"),
+        "{err}"
+    );
+
+    // llama.cpp's files record no base: a warning.
+    let o = hearth(&["logits", "-m", base, "--raw", "--adapter", lora, "hi"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("records no base model"),
+        "{err}"
+    );
+
+    // A changed byte in the tensors breaks the manifest.
+    let mut bytes = std::fs::read(made).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 0x40;
+    let bad = tmp("edited-lora.gguf");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = hearth(&[
+        "logits",
+        "-m",
+        base,
+        "--raw",
+        "--adapter",
+        bad.to_str().unwrap(),
+        "hi",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("manifest"), "{err}");
+
+    // Unknown targets and ranks are usage errors.
+    for (flag, value, want) in [
+        ("--targets", "attn_x", "unknown target"),
+        ("-r", "0", "rank"),
+    ] {
+        let o = hearth(&["synth-adapter", "-m", base, flag, value, "-o", made]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+/// Writes a PEFT adapter (adapter_config.json + adapter_model.safetensors) holding the tensors
+/// of a GGUF-LoRA for a Llama base: the inverse of llama.cpp's conversion (module names, and
+/// the q/k rotary permutation undone on lora_B's rows), with `config` as the config.
+fn peft_from_gguf(
+    gguf: &std::path::Path,
+    n_head: usize,
+    n_head_kv: usize,
+    config: &Value,
+    dir: &std::path::Path,
+) {
+    let file = hearth_gguf::GgufFile::open(gguf).unwrap();
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for t in &file.tensors {
+        let start = (file.data_offset + t.offset) as usize;
+        let mut bytes = file.bytes()[start..start + t.n_bytes as usize].to_vec();
+        let (base, which) = match t.name.strip_suffix(".lora_a") {
+            Some(b) => (b, "lora_A"),
+            None => (t.name.strip_suffix(".lora_b").unwrap(), "lora_B"),
+        };
+        let stem = base.strip_suffix(".weight").unwrap();
+        let (il, target) = stem.strip_prefix("blk.").unwrap().split_once('.').unwrap();
+        let module = match target {
+            "attn_q" => "self_attn.q_proj",
+            "attn_k" => "self_attn.k_proj",
+            "attn_v" => "self_attn.v_proj",
+            "attn_output" => "self_attn.o_proj",
+            "ffn_gate" => "mlp.gate_proj",
+            "ffn_up" => "mlp.up_proj",
+            "ffn_down" => "mlp.down_proj",
+            other => panic!("{other}"),
+        };
+        let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+        let heads = match target {
+            "attn_q" => n_head,
+            "attn_k" => n_head_kv,
+            _ => 0,
+        };
+        if which == "lora_B" && heads > 0 {
+            // GGUF row h·2half + 2j + i came from HF row h·2half + i·half + j.
+            let (rb, half) = (bytes.len() / rows, rows / heads / 2);
+            let mut hf = vec![0u8; bytes.len()];
+            for h in 0..heads {
+                for i in 0..2 {
+                    for j in 0..half {
+                        let (g, o) = (h * 2 * half + 2 * j + i, h * 2 * half + i * half + j);
+                        hf[o * rb..(o + 1) * rb].copy_from_slice(&bytes[g * rb..(g + 1) * rb]);
+                    }
+                }
+            }
+            bytes = hf;
+        }
+        let name = format!("base_model.model.model.layers.{il}.{module}.{which}.weight");
+        header.insert(
+            name,
+            serde_json::json!({"dtype": "F16", "shape": [rows, cols],
+                               "data_offsets": [data.len(), data.len() + bytes.len()]}),
+        );
+        data.extend_from_slice(&bytes);
+    }
+    let head = serde_json::to_vec(&Value::Object(header)).unwrap();
+    let mut st = (head.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(&head);
+    st.extend_from_slice(&data);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("adapter_model.safetensors"), st).unwrap();
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn peft_adapters_convert_to_the_same_gguf_and_logits() {
+    let base = fixture("synthetic/synth-llama-f16.gguf");
+    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
+    let md = hearth_gguf::GgufFile::open(&base).unwrap();
+    let heads = |k: &str| md.metadata().opt_u64(k).unwrap().unwrap() as usize;
+    let (n_head, n_head_kv) = (
+        heads("llama.attention.head_count"),
+        heads("llama.attention.head_count_kv"),
+    );
+    let alpha = hearth_gguf::GgufFile::open(&lora)
+        .unwrap()
+        .metadata()
+        .opt_f32("adapter.lora.alpha")
+        .unwrap()
+        .unwrap();
+    let all = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ];
+    let config = serde_json::json!({"peft_type": "LORA", "r": 8, "lora_alpha": alpha,
+        "target_modules": all, "use_rslora": false, "bias": "none"});
+    let dir = tmp("peft-llama");
+    peft_from_gguf(&lora, n_head, n_head_kv, &config, &dir);
+    let (base_s, dir_s) = (base.to_str().unwrap(), dir.to_str().unwrap());
+
+    // Converted: the very tensors llama.cpp's converter wrote, and the base recorded.
+    let out = tmp("peft-llama.gguf");
+    let o = hearth(&[
+        "adapter",
+        "convert",
+        dir_s,
+        "-m",
+        base_s,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (want, got) = (
+        hearth_gguf::GgufFile::open(&lora).unwrap(),
+        hearth_gguf::GgufFile::open(&out).unwrap(),
+    );
+    assert_eq!(got.tensors.len(), want.tensors.len());
+    for t in &want.tensors {
+        let g = got.tensors.iter().find(|g| g.name == t.name).unwrap();
+        let bytes = |f: &hearth_gguf::GgufFile, t: &hearth_gguf::TensorInfo| {
+            let s = (f.data_offset + t.offset) as usize;
+            f.bytes()[s..s + t.n_bytes as usize].to_vec()
+        };
+        assert_eq!((&g.dims, g.ty), (&t.dims, t.ty), "{}", t.name);
+        assert!(bytes(&got, g) == bytes(&want, t), "{}", t.name);
+    }
+    assert!(
+        got.metadata()
+            .opt_str("adapter.hearth.base_sha256")
+            .unwrap()
+            .is_some()
+    );
+
+    // Loaded directly, converted, or llama.cpp's file: the same logits.
+    let run = |adapter: &str| {
+        let o = hearth(&[
+            "logits",
+            "-m",
+            base_s,
+            "--raw",
+            "--adapter",
+            &format!("{adapter}:0.5"),
+            "Once upon a time",
+        ]);
+        assert!(
+            o.status.success(),
+            "{adapter}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    let reference = run(lora.to_str().unwrap());
+    assert_eq!(run(dir_s), reference);
+    assert_eq!(run(out.to_str().unwrap()), reference);
+
+    // rsLoRA scales by alpha/√r: the same update as alpha·√r/r.
+    let rs = serde_json::json!({"peft_type": "LORA", "r": 8, "lora_alpha": alpha / 8f32.sqrt(),
+        "target_modules": all, "use_rslora": true});
+    let rs_dir = tmp("peft-llama-rslora");
+    peft_from_gguf(&lora, n_head, n_head_kv, &rs, &rs_dir);
+    let rs_logits: Value = serde_json::from_slice(&run(rs_dir.to_str().unwrap())).unwrap();
+    let ref_logits: Value = serde_json::from_slice(&reference).unwrap();
+    let (a, b) = (&rs_logits[0]["logits"], &ref_logits[0]["logits"]);
+    for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+        assert!(
+            (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-3,
+            "{a} {b}"
+        );
+    }
+
+    // Clear errors: a module hearth cannot adapt, a target list that misses a module, a rank
+    // that does not fit, a corrupt weights file.
+    for (i, (config, want)) in [
+        (serde_json::json!({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "embed_tokens"]}), "embed_tokens"),
+        (serde_json::json!({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}), "not in target_modules"),
+        (serde_json::json!({"r": 4, "lora_alpha": 16, "target_modules": all}), "do not fit"),
+        (serde_json::json!({"r": 8, "lora_alpha": 16, "use_dora": true}), "use_dora"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = tmp(&format!("peft-bad-{i}"));
+        peft_from_gguf(&lora, n_head, n_head_kv, &config, &d);
+        let o = hearth(&["logits", "-m", base_s, "--raw", "--adapter", d.to_str().unwrap(), "hi"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    let cut = tmp("peft-cut");
+    peft_from_gguf(&lora, n_head, n_head_kv, &config, &cut);
+    let st = cut.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let o = hearth(&[
+        "adapter",
+        "convert",
+        cut.to_str().unwrap(),
+        "-m",
+        base_s,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

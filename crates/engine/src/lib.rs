@@ -73,7 +73,7 @@
 //! one position (an f16 rounding in the attention accumulator not yet pinned down) and stay
 //! within 1.1 after it.
 
-mod adapter;
+pub mod adapter;
 mod blocks;
 mod buffers;
 mod error;
@@ -84,7 +84,7 @@ pub mod ops;
 mod session;
 mod threads;
 
-pub use adapter::{Adapter, Applied, Site, Target};
+pub use adapter::{Adapter, AdapterOptions, Applied, Binding, Site, Target};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvType;
 pub use model::{Hparams, LoadOptions, Model};

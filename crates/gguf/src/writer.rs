@@ -92,6 +92,11 @@ impl<'a> GgufWriter<'a> {
         Ok(self)
     }
 
+    /// The tensors added so far, in order: their descriptions and data.
+    pub fn tensors(&self) -> impl Iterator<Item = (&TensorInfo, &[u8])> {
+        self.tensors.iter().map(|t| (&t.info, &t.data[..]))
+    }
+
     /// Writes the file to `w`.
     pub fn write(&self, w: &mut impl Write) -> Result<()> {
         let io = |e: std::io::Error| GgufError::Write(e.to_string());

@@ -6,6 +6,7 @@
 //! Weights are N(0, (gain/√fan_in)²) with gains that keep activations in range and make logits
 //! peaked (as the shared fixtures do); norm weights are scale·(1 + N(0, 0.1²)).
 
+mod adapter;
 mod config;
 mod mix;
 mod vocab;
@@ -19,6 +20,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, StandardNormal};
 
+pub use adapter::{ALL_TARGETS, AdapterSpec, synthesize_adapter};
 pub use config::{Arch, Config, Preset};
 pub use mix::{FileType, MixContext, Role, tensor_type};
 pub use vocab::Vocab;

@@ -162,6 +162,23 @@ pub fn run(a: Args) -> Result<()> {
             )?;
             header_done = true;
         }
+        let adapter_times = if opts.adapters.is_empty() {
+            None
+        } else {
+            Some(adapter_times(
+                &model,
+                &mut session,
+                &opts.adapters,
+                a.session.force_adapter,
+            )?)
+        };
+        if let Some((switch_us, load_ms)) = adapter_times {
+            notes.push(format!(
+                "adapter switch ({nt} threads): {switch_us:.1} µs per change of a session's \
+                 adapters (the base stays loaded); opening and checking the adapter file(s): \
+                 {load_ms:.2} ms"
+            ));
+        }
         let mut rng = Rng(0x5eed_0000 + nt as u64);
         let mut ttft_line = None;
         for t in &tests {
@@ -246,6 +263,10 @@ pub fn run(a: Args) -> Result<()> {
                 "samples_ts": samples_ts,
                 "peak_rss_bytes": peak,
             });
+            if let Some((switch_us, load_ms)) = adapter_times {
+                row["adapter_switch_us"] = json!(switch_us);
+                row["adapter_load_ms"] = json!(load_ms);
+            }
             if t.kind == Kind::Ttft {
                 row["ttft_ms"] = json!(avg_ns / 1e6);
                 row["ttft_stddev_ms"] = json!(stddev_ns / 1e6);
@@ -291,6 +312,32 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The median time of switching a session between no adapter and `adapters` (one change),
+/// in µs, and the time to open and check the adapter files again (the base's hash is cached),
+/// in ms.
+fn adapter_times(
+    model: &Model,
+    session: &mut hearth_engine::Session,
+    adapters: &[hearth_engine::Applied],
+    force: bool,
+) -> Result<(f64, f64)> {
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        for set in [Vec::new(), adapters.to_vec()] {
+            let t = Instant::now();
+            session.set_adapters(set)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let t = Instant::now();
+    for ap in adapters {
+        let opts = hearth_engine::AdapterOptions { force };
+        hearth_engine::Adapter::load_with(ap.adapter.path(), model, &opts)?;
+    }
+    Ok((samples[samples.len() / 2], t.elapsed().as_secs_f64() * 1e3))
 }
 
 fn random_tokens(rng: &mut Rng, bos: Option<u32>, n_vocab: usize, n: usize) -> Vec<u32> {

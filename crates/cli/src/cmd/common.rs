@@ -3,7 +3,9 @@
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
-use hearth_engine::{Adapter, Applied, AttentionMode, KvType, Model, SessionOptions};
+use hearth_engine::{
+    Adapter, AdapterOptions, Applied, AttentionMode, Binding, KvType, Model, SessionOptions,
+};
 use hearth_sampling::SamplerParams;
 
 /// The model, context and thread flags.
@@ -28,6 +30,9 @@ pub struct SessionArgs {
     /// Apply a LoRA adapter (llama.cpp's GGUF-LoRA) at SCALE (default 1.0); repeatable.
     #[arg(long = "adapter", value_name = "FILE[:SCALE]")]
     pub adapters: Vec<String>,
+    /// Load adapters that record another base model (their shapes must still fit).
+    #[arg(long)]
+    pub force_adapter: bool,
     /// Element type of the K cache: f16, q8_0 or q4_0.
     #[arg(long = "cache-type-k", visible_alias = "ctk", default_value = "f16")]
     pub cache_type_k: KvType,
@@ -55,8 +60,22 @@ impl SessionArgs {
         let mut adapters = Vec::new();
         for spec in &self.adapters {
             let (file, scale) = parse_adapter(spec)?;
-            let adapter =
-                Adapter::load(file, model).with_context(|| format!("--adapter {spec}"))?;
+            let opts = AdapterOptions {
+                force: self.force_adapter,
+            };
+            let adapter = Adapter::load_with(file, model, &opts)
+                .with_context(|| format!("--adapter {spec}"))?;
+            match adapter.binding() {
+                Binding::Verified => {}
+                Binding::Unrecorded => eprintln!(
+                    "warning: adapter {file} records no base model; only its architecture and \
+                     shapes were checked against this one"
+                ),
+                Binding::Forced { recorded } => eprintln!(
+                    "warning: adapter {file} was made for another base model (SHA-256 \
+                     {recorded}); loaded because of --force-adapter"
+                ),
+            }
             eprintln!(
                 "hearth: adapter {} ({} matrices, {} parameters, alpha {}) at scale {scale}",
                 file,

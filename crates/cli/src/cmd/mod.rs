@@ -1,3 +1,4 @@
+pub mod adapter;
 pub mod bench;
 pub mod chat;
 pub mod common;
@@ -6,4 +7,5 @@ pub mod logits;
 pub mod perplexity;
 pub mod run;
 pub mod synth;
+pub mod synth_adapter;
 pub mod tokenize;

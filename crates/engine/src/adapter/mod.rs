@@ -1,10 +1,14 @@
-//! LoRA adapters in llama.cpp's GGUF-LoRA format, applied beside the base weights.
+//! LoRA adapters in llama.cpp's GGUF-LoRA format (or PEFT's, converted on load: [`peft`]),
+//! applied beside the base weights, and bound to the base they were made for ([`binding`]).
 //!
 //! An adapter holds, for some of the base model's matrices W (`n_out × n_in`), two small
 //! matrices A (`r × n_in`, tensor `<W>.lora_a`) and B (`n_out × r`, `<W>.lora_b`). With an
 //! adapter at scale s, a product becomes `y = W·x + s·(alpha/r)·B·(A·x)` — the same operations
 //! llama.cpp's `build_lora_mm` does. The base weights are never rewritten, so sessions with
 //! different adapters (or none) share one loaded model.
+
+pub mod binding;
+pub mod peft;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +84,26 @@ pub struct Adapter {
     n_params: u64,
     /// [`Model::id`] of the model it was checked against.
     base: u64,
+    binding: Binding,
+}
+
+/// How an adapter was matched to its base model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The file records the base's SHA-256 and it is the loaded model's.
+    Verified,
+    /// The file records no base (llama.cpp's files): only the architecture and shapes were
+    /// checked.
+    Unrecorded,
+    /// The file records another base, and loading was forced.
+    Forced { recorded: String },
+}
+
+/// How to load an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterOptions {
+    /// Load an adapter made for another base model (its shapes must still fit).
+    pub force: bool,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -93,12 +117,31 @@ impl std::fmt::Debug for Adapter {
 }
 
 impl Adapter {
-    /// Opens a GGUF-LoRA file and checks it against `model`: its architecture, and for every
-    /// pair of tensors, that it names a matrix the model has and that the shapes fit it.
+    /// Opens a GGUF-LoRA file and checks it against `model`: its architecture, the base it
+    /// records (see [`binding`]), and for every pair of tensors, that it names a matrix the
+    /// model has and that the shapes fit it.
     pub fn load(path: impl AsRef<Path>, model: &Model) -> Result<Adapter> {
+        Adapter::load_with(path, model, &AdapterOptions::default())
+    }
+
+    /// [`Adapter::load`] with options.
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        model: &Model,
+        opts: &AdapterOptions,
+    ) -> Result<Adapter> {
         let path = path.as_ref();
         let err = |problem: String| EngineError::model(path, problem);
-        let file = GgufFile::open(path)?;
+        // A PEFT adapter (its directory or one of its files) is converted in memory.
+        let file = match peft::files(path) {
+            Some((config, weights)) => {
+                let w = peft::convert(&config, &weights, model.gguf()).map_err(err)?;
+                let mut bytes = Vec::new();
+                w.write(&mut bytes)?;
+                GgufFile::from_bytes(bytes)?
+            }
+            None => GgufFile::open(path)?,
+        };
         let md = file.metadata();
         let kind = md.opt_str("general.type").map_err(|e| err(e.to_string()))?;
         if kind != Some("adapter") {
@@ -119,6 +162,22 @@ impl Adapter {
                 "the adapter is for a {arch} model, the base model is {base_arch}"
             )));
         }
+        let binding = match binding::read(&file).map_err(err)? {
+            binding::Recorded::Nothing => Binding::Unrecorded,
+            binding::Recorded::Base(recorded) => {
+                let have = model.content_sha256()?;
+                if recorded == have {
+                    Binding::Verified
+                } else if opts.force {
+                    Binding::Forced { recorded }
+                } else {
+                    return Err(err(format!(
+                        "the adapter was made for another base model (SHA-256 {recorded}); the \
+                         loaded model's is {have} (--force-adapter loads it anyway)"
+                    )));
+                }
+            }
+        };
         let alpha = md
             .opt_f32("adapter.lora.alpha")
             .map_err(|e| err(e.to_string()))?
@@ -210,6 +269,7 @@ impl Adapter {
             weights,
             n_params,
             base: model.id(),
+            binding,
         })
     }
 
@@ -220,6 +280,11 @@ impl Adapter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How it was matched to its base.
+    pub fn binding(&self) -> &Binding {
+        &self.binding
     }
 
     pub fn alpha(&self) -> f32 {
