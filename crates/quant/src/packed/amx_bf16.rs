@@ -1,5 +1,5 @@
-//! Batched products on AMX's bf16 tiles (`tdpbf16ps`), for the packed Q4_0, Q4_K, Q6_K and
-//! Q8_0 layouts: hearth's fast order for prompts on CPUs with AMX.
+//! Batched products on AMX's bf16 tiles (`tdpbf16ps`), for the packed Q4_0, Q5_0, Q4_K, Q6_K
+//! and Q8_0 layouts: hearth's fast order for prompts on CPUs with AMX.
 //!
 //! llama.cpp's integer kernels scale every 32-element block (Q4_0, Q8_0) or 256-element
 //! super-block (Q4_K) of every (row, token) pair in floats, which on tiles means storing and
@@ -23,7 +23,7 @@ use crate::{GgmlType, QK_K, QuantError, row_bytes};
 pub fn supported(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q4_0 | GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8_0
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q4K | GgmlType::Q6K | GgmlType::Q8_0
     )
 }
 
@@ -178,6 +178,22 @@ fn dequant_row(ty: GgmlType, group: &[u8], cols: usize, lane: usize) -> Vec<f32>
                     } else {
                         (p[(e / 4) * 64 + lane * 4 + e % 4] ^ 0x80) as i8 as i32
                     };
+                    w[b * 32 + e] = q as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q5_0 => {
+            use super::q5_0::{D, GROUP_BLOCK_BYTES, MASKS};
+            for (b, p) in group.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+                let d = f16_to_f32(u16::from_le_bytes([p[D + 2 * lane], p[D + 2 * lane + 1]]));
+                for e in 0..32 {
+                    let (j, i, high) = (e % 16 / 4, e % 4, e >= 16);
+                    let byte = p[j * 64 + lane * 4 + i];
+                    let nib = if high { byte >> 4 } else { byte & 15 };
+                    let m = &p[MASKS + (2 * j + high as usize) * 8..][..8];
+                    let mask = u64::from_le_bytes(m.try_into().unwrap());
+                    let fifth = (mask >> (4 * lane + i)) & 1;
+                    let q = (nib as i32 | (fifth as i32) << 4) - 16;
                     w[b * 32 + e] = q as f32 * d;
                 }
             }
@@ -427,6 +443,33 @@ mod tiles {
                     }
                 }
             }
+            GgmlType::Q5_0 => {
+                use super::super::q5_0::{D, GROUP_BLOCK_BYTES, MASKS};
+                let sixteen = _mm512_set1_epi8(16);
+                for (b, p) in group
+                    .chunks_exact(GROUP_BLOCK_BYTES)
+                    .enumerate()
+                    .take(steps)
+                {
+                    let d = halves(p, D);
+                    let mask =
+                        |i: usize| u64::from_le_bytes(p[MASKS + 8 * i..][..8].try_into().unwrap());
+                    for j in 0..4 {
+                        let x = line(p, j);
+                        let lo = _mm512_and_si512(x, m4);
+                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                        let lo = _mm512_mask_add_epi8(lo, mask(2 * j), lo, sixteen);
+                        let hi = _mm512_mask_add_epi8(hi, mask(2 * j + 1), hi, sixteen);
+                        let at = unsafe { dst.add(b * TILE_LINES) };
+                        emit(_mm512_sub_epi8(lo, sixteen), d, zero, unsafe {
+                            at.add(2 * j)
+                        });
+                        emit(_mm512_sub_epi8(hi, sixteen), d, zero, unsafe {
+                            at.add(8 + 2 * j)
+                        });
+                    }
+                }
+            }
             GgmlType::Q8_0 => {
                 let bb = super::super::q8_0::GROUP_BLOCK_BYTES;
                 let flip = _mm512_set1_epi8(-128);
@@ -519,7 +562,13 @@ mod tests {
     /// integer kernels' order.
     #[test]
     fn tile_products_equal_the_bf16_sums() {
-        for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::Q8_0,
+        ] {
             for (rows, cols, n_tok) in [(16, 256, 1), (40, 512, 45), (200, 2048, 70)] {
                 let c = Case::new(ty, rows, cols, n_tok);
                 let x: Vec<f32> = (0..n_tok * cols)

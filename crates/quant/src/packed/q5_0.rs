@@ -18,8 +18,8 @@ use crate::{GgmlType, QuantError, row_bytes};
 const QK: usize = 32;
 const Q5_0_BYTES: usize = 22;
 const Q8_0_BYTES: usize = 34;
-const MASKS: usize = 64 * 4;
-const D: usize = MASKS + 8 * 8;
+pub(crate) const MASKS: usize = 64 * 4;
+pub(crate) const D: usize = MASKS + 8 * 8;
 /// Bytes of one block of one group of 16 rows.
 pub const GROUP_BLOCK_BYTES: usize = D + 2 * ROWS;
 
