@@ -84,6 +84,7 @@ pub mod ops;
 mod session;
 mod threads;
 
+pub use adapter::registry::{AdapterInfo, Registry};
 pub use adapter::{Adapter, AdapterOptions, Applied, Binding, Site, Target};
 pub use error::{EngineError, Result};
 pub use kv_cache::KvType;

@@ -9,6 +9,7 @@
 
 pub mod binding;
 pub mod peft;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
