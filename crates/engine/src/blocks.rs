@@ -1,7 +1,8 @@
 //! The shared transformer blocks, written once: token embedding, self-attention with the KV
 //! cache, the gated MLP and the output head. An architecture file strings them together.
 //!
-//! A [`Step`] is one forward pass over a batch of consecutive tokens of the session; every
+//! A [`Step`] is one forward pass over a batch: consecutive tokens of one sequence (a prompt),
+//! or one token of each of several sequences (a batched decode step, [`Seq`]); every
 //! activation is a row-major `n_tokens × width` matrix of f32.
 
 use crate::adapter::{Applied, Site, Target};
@@ -25,19 +26,27 @@ pub(crate) enum Glu {
     Geglu,
 }
 
+/// One sequence of a [`Step`]: its KV cache, its rows of the batch, its attention kernel and
+/// its adapters. A prompt is a step of one sequence; a batched decode step has one row per
+/// sequence, each with its own cache and adapters (the weights are read once for all).
+pub(crate) struct Seq<'a> {
+    pub cache: &'a mut KvCache,
+    pub rows: std::ops::Range<usize>,
+    pub kernel: Kernel,
+    /// LoRA adapters added to the products they target, on this sequence's rows.
+    pub adapters: &'a [Applied],
+}
+
 pub(crate) struct Step<'a> {
     pub m: &'a Model,
-    pub cache: &'a mut KvCache,
+    pub seqs: Vec<Seq<'a>>,
     pub tokens: &'a [u32],
-    /// Position of each token (= its KV cell).
+    /// Position of each token (= its KV cell in its sequence's cache).
     pub positions: Vec<usize>,
     /// Batch rows whose logits are wanted, ascending.
     pub out_rows: &'a [usize],
-    pub kernel: Kernel,
     /// Where activation buffers come from and go back to (see [`Buffers`]).
     pub bufs: &'a Buffers,
-    /// LoRA adapters added to the products they target.
-    pub adapters: &'a [Applied],
 }
 
 impl Step<'_> {
@@ -73,10 +82,22 @@ impl Step<'_> {
         self.linear(Site::Layer(il, t), w, b, x)
     }
 
-    /// `y += s·(alpha/r)·B·(A·x)` for each adapter that targets `site`, in llama.cpp's order
-    /// (`build_lora_mm`: A·x, then B·, then the scale, then the add; before the bias).
+    /// `y += s·(alpha/r)·B·(A·x)` for each adapter that targets `site`, on the rows of the
+    /// sequences that apply it, in llama.cpp's order (`build_lora_mm`: A·x, then B·, then the
+    /// scale, then the add; before the bias).
     fn lora(&self, site: Site, x: &[f32], y: &mut [f32]) -> Result<()> {
-        for applied in self.adapters {
+        let n_all = self.n_tokens().max(1);
+        let (x_w, y_w) = (x.len() / n_all, y.len() / n_all);
+        for seq in &self.seqs {
+            let xs = &x[seq.rows.start * x_w..seq.rows.end * x_w];
+            let ys = &mut y[seq.rows.start * y_w..seq.rows.end * y_w];
+            self.lora_rows(seq.adapters, site, xs, ys)?;
+        }
+        Ok(())
+    }
+
+    fn lora_rows(&self, adapters: &[Applied], site: Site, x: &[f32], y: &mut [f32]) -> Result<()> {
+        for applied in adapters {
             let adapter = &applied.adapter;
             let Some(l) = adapter.get(site) else {
                 continue;
@@ -169,8 +190,6 @@ impl Step<'_> {
         if let Some(s) = hp.q_scale {
             ops::scale(&mut q, s);
         }
-        self.cache.write(il, &self.positions, &k, &v);
-        let n_cells = self.positions.last().map_or(0, |&p| p + 1);
         let heads = Heads {
             n_head: hp.n_head,
             n_head_kv: hp.n_head_kv,
@@ -178,16 +197,28 @@ impl Step<'_> {
             scale: hp.kq_scale,
             window: hp.window[il],
         };
+        let (qw, kvw) = (hp.n_head * hd, hp.n_head_kv * hd);
         let mut out = self.bufs.take(q.len());
-        attention::attend(
-            &self.m.threads,
-            self.kernel,
-            heads,
-            &q,
-            &self.positions,
-            self.cache.view(il, n_cells),
-            &mut out,
-        );
+        // Each sequence writes its rows into its cache and attends over it.
+        for seq in &mut self.seqs {
+            let r = seq.rows.clone();
+            let positions = &self.positions[r.clone()];
+            let (kr, vr) = (
+                &k[r.start * kvw..r.end * kvw],
+                &v[r.start * kvw..r.end * kvw],
+            );
+            seq.cache.write(il, positions, kr, vr);
+            let n_cells = positions.last().map_or(0, |&p| p + 1);
+            attention::attend(
+                &self.m.threads,
+                seq.kernel,
+                heads,
+                &q[r.start * qw..r.end * qw],
+                positions,
+                seq.cache.view(il, n_cells),
+                &mut out[r.start * qw..r.end * qw],
+            );
+        }
         for v in [q, k, v] {
             self.give(v);
         }

@@ -91,5 +91,7 @@ pub use kv_cache::KvType;
 pub use model::{Hparams, LoadOptions, Model};
 pub use models::Arch;
 pub use ops::attention::AttentionMode;
-pub use session::{DEFAULT_N_CTX, DEFAULT_N_UBATCH, Logits, Output, Session, SessionOptions};
+pub use session::{
+    DEFAULT_N_CTX, DEFAULT_N_UBATCH, Logits, Output, Session, SessionOptions, decode_batch,
+};
 pub use threads::Threads;

@@ -1,7 +1,7 @@
 //! A session: one sequence, its KV cache and its position.
 
 use crate::adapter::Applied;
-use crate::blocks::Step;
+use crate::blocks::{Seq, Step};
 use crate::buffers::Buffers;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvCache, KvType};
@@ -323,20 +323,24 @@ impl<'m> Session<'m> {
                 .map(|&r| r - start)
                 .collect();
             let positions = (n_past + start..n_past + end).collect();
-            let mut step = Step {
-                m: self.model,
+            let seq = Seq {
                 cache: &mut self.cache,
-                tokens: &tokens[start..end],
-                positions,
-                out_rows: &out_rows,
+                rows: 0..end - start,
                 kernel: Kernel::choose(
                     self.opts.attention,
                     end - start,
                     self.opts.cache_type_k,
                     self.opts.cache_type_v,
                 ),
-                bufs: &self.bufs,
                 adapters: &self.adapters,
+            };
+            let mut step = Step {
+                m: self.model,
+                seqs: vec![seq],
+                tokens: &tokens[start..end],
+                positions,
+                out_rows: &out_rows,
+                bufs: &self.bufs,
             };
             let logits = match models::forward(&mut step) {
                 Ok(l) => l,
@@ -353,4 +357,75 @@ impl<'m> Session<'m> {
         }
         Ok(out)
     }
+}
+
+/// One decode step for several sessions of one model at once (continuous batching): each
+/// `(session, token)` appends `token` to its session. The weights are read once for all rows,
+/// each row attends over its own session's cache and gets its own session's adapters (or none)
+/// — the S-LoRA idea on CPU. Returns each session's next-token logits, in order; on error no
+/// session changes.
+pub fn decode_batch(items: &mut [(&mut Session<'_>, u32)]) -> Result<Vec<Vec<f32>>> {
+    let Some((first, _)) = items.first() else {
+        return Err(EngineError::EmptyBatch);
+    };
+    let model = first.model;
+    let n_vocab = model.n_vocab();
+    for (index, (s, id)) in items.iter().enumerate() {
+        if !std::ptr::eq(s.model, model) {
+            return Err(EngineError::Options(
+                "a batch's sessions must all belong to the same loaded model".into(),
+            ));
+        }
+        if *id as usize >= n_vocab {
+            return Err(EngineError::BadToken {
+                id: *id,
+                index,
+                n_vocab,
+            });
+        }
+        if s.n_past() + 1 > s.n_ctx() {
+            return Err(EngineError::ContextFull {
+                n_past: s.n_past(),
+                n_new: 1,
+                total: s.n_past() + 1,
+                n_ctx: s.n_ctx(),
+                n_ctx_train: model.n_ctx_train(),
+            });
+        }
+    }
+    let n = items.len();
+    let tokens: Vec<u32> = items.iter().map(|(_, t)| *t).collect();
+    let positions: Vec<usize> = items.iter().map(|(s, _)| s.n_past()).collect();
+    let out_rows: Vec<usize> = (0..n).collect();
+    let bufs = Buffers::default();
+    let mut seqs = Vec::with_capacity(n);
+    for (i, (s, _)) in items.iter_mut().enumerate() {
+        let s: &mut Session = s;
+        let kernel = Kernel::choose(
+            s.opts.attention,
+            1,
+            s.opts.cache_type_k,
+            s.opts.cache_type_v,
+        );
+        seqs.push(Seq {
+            cache: &mut s.cache,
+            rows: i..i + 1,
+            kernel,
+            adapters: &s.adapters,
+        });
+    }
+    let mut step = Step {
+        m: model,
+        seqs,
+        tokens: &tokens,
+        positions,
+        out_rows: &out_rows,
+        bufs: &bufs,
+    };
+    let logits = models::forward(&mut step)?;
+    drop(step);
+    for (s, t) in items.iter_mut() {
+        s.tokens.push(*t);
+    }
+    Ok(logits.chunks_exact(n_vocab).map(<[f32]>::to_vec).collect())
 }

@@ -131,3 +131,68 @@ fn several_adapters_in_one_request_each_at_its_scale() {
     };
     assert_eq!(logits(&model, vec![via_arc]), plain);
 }
+
+/// Four requests — three adapters and none — decoded in one batch (one row each, every row
+/// with its own cache and adapter) give each request exactly what it gets alone.
+#[test]
+fn a_batch_with_different_adapters_per_row_equals_each_request_alone() {
+    // Q8_0 weights: their products do not depend on the batch size.
+    let model = load(&fixtures().join("synthetic/synth-llama-q8_0.gguf"));
+    let reg = Registry::new(&model, u64::MAX);
+    let opts = AdapterOptions::default();
+    for (name, seed) in [("a", 31), ("b", 32), ("c", 33)] {
+        let path = write_adapter(&format!("batch-{name}.gguf"), 8, seed);
+        reg.load(name, &path, &opts).unwrap();
+    }
+    type Request<'a> = (&'a [(&'a str, f32)], &'a [u32]);
+    let requests: [Request; 4] = [
+        (&[("a", 1.0)], &[1, 450, 496]),
+        (&[("b", 0.5)], &[1, 17, 23, 99, 5]),
+        (&[], &[1, 300]),
+        (&[("c", 1.0), ("a", 0.25)], &[1, 7, 8, 9]),
+    ];
+    let start = |req: &Request| {
+        let mut s = model.session(session_opts(AttentionMode::Flash)).unwrap();
+        s.set_adapters(reg.applied(req.0).unwrap()).unwrap();
+        let first = s.eval(req.1, Logits::Last).unwrap();
+        let tok = argmax(first.last().unwrap());
+        (s, tok)
+    };
+    let (mut batched, mut alone): (Vec<_>, Vec<_>) = (
+        requests.iter().map(start).collect(),
+        requests.iter().map(start).collect(),
+    );
+    for step in 0..6 {
+        let mut items: Vec<(&mut hearth_engine::Session, u32)> =
+            batched.iter_mut().map(|(s, t)| (s, *t)).collect();
+        let rows = hearth_engine::decode_batch(&mut items).unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let (s, t) = &mut alone[i];
+            let one = s.eval(&[*t], Logits::Last).unwrap();
+            assert_eq!(
+                row.as_slice(),
+                one.last().unwrap(),
+                "request {i}, step {step}"
+            );
+            *t = argmax(one.last().unwrap());
+            batched[i].1 = argmax(row);
+        }
+    }
+    for ((b, _), (a, _)) in batched.iter().zip(&alone) {
+        assert_eq!(b.tokens(), a.tokens());
+    }
+    // Requests of different adapters do differ.
+    assert_ne!(batched[0].0.tokens()[3..], batched[2].0.tokens()[3..]);
+}
+
+#[test]
+fn bad_batches_change_no_session() {
+    let model = load(&base());
+    let mut s1 = model.session(session_opts(AttentionMode::Flash)).unwrap();
+    let mut s2 = model.session(session_opts(AttentionMode::Flash)).unwrap();
+    s1.eval(&[1, 2], Logits::Last).unwrap();
+    let err = hearth_engine::decode_batch(&mut [(&mut s1, 5), (&mut s2, 1 << 30)]).unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
+    assert_eq!((s1.n_past(), s2.n_past()), (2, 0));
+    assert!(hearth_engine::decode_batch(&mut []).is_err());
+}

@@ -79,6 +79,25 @@ fn from_bf16(b: u16) -> f32 {
 
 impl Bf16Acts {
     /// `x`: `n_tok` rows of `cols` floats (`cols` a multiple of 32).
+    /// `x` quantized as llama.cpp quantizes activations for `weight` (Q8_0 blocks of 32 for
+    /// Q4_0/Q5_0/Q8_0, Q8_K blocks of 256 for the K-quants) and back, then rounded to bf16: the
+    /// products keep llama.cpp's own activation rounding (its largest difference from exact
+    /// arithmetic) and add only bf16's, 2⁻⁹ relative.
+    pub fn quantized_like(
+        weight: GgmlType,
+        x: &[f32],
+        cols: usize,
+    ) -> Result<Bf16Acts, QuantError> {
+        let partner = crate::vec_dot_type(weight)?;
+        let mut q = vec![0u8; row_bytes(partner, cols)?];
+        let mut back = vec![0f32; x.len()];
+        for (row, out) in x.chunks_exact(cols).zip(back.chunks_exact_mut(cols)) {
+            crate::quantize_act(weight, row, &mut q)?;
+            crate::dequantize_row(partner, &q, out)?;
+        }
+        Bf16Acts::new(&back, cols)
+    }
+
     pub fn new(x: &[f32], cols: usize) -> Result<Bf16Acts, QuantError> {
         let n_tok = x.len().checked_div(cols).unwrap_or(0);
         if cols == 0 || !cols.is_multiple_of(KS) || n_tok * cols != x.len() {
