@@ -819,3 +819,103 @@ fn peft_adapters_convert_to_the_same_gguf_and_logits() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn merged_models_give_the_adapter_runs_outputs() {
+    let base = fixture("synthetic/synth-llama-f16.gguf");
+    let gemma = fixture("synthetic/synth-gemma3-f16.gguf");
+    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
+    let (base, gemma, lora) = (
+        base.to_str().unwrap(),
+        gemma.to_str().unwrap(),
+        lora.to_str().unwrap(),
+    );
+    let merged = tmp("merged-llama.gguf");
+    let merged = merged.to_str().unwrap();
+    let spec = format!("{lora}:0.5");
+    let o = hearth(&[
+        "adapter",
+        "merge",
+        "-m",
+        base,
+        "--adapter",
+        &spec,
+        "-o",
+        merged,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("records no base model"),
+        "{err}"
+    );
+    // W + s·(alpha/r)·B·A in the base's F16: the adapter run's logits up to F16 rounding (the
+    // fixture's llama.cpp merge agrees to 0.032).
+    let prompt = "Once upon a time";
+    let parse = |o: Output| -> Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let with = parse(hearth(&[
+        "logits",
+        "-m",
+        base,
+        "--raw",
+        "--adapter",
+        &spec,
+        prompt,
+    ]));
+    let plain = parse(hearth(&["logits", "-m", base, "--raw", prompt]));
+    let got = parse(hearth(&["logits", "-m", merged, "--raw", prompt]));
+    let mut worst = 0f64;
+    let mut moved = 0f64;
+    for ((g, w), p) in got
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(with.as_array().unwrap())
+        .zip(plain.as_array().unwrap())
+    {
+        for (id, wl) in w["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(w["logits"].as_array().unwrap())
+        {
+            let find = |v: &Value| {
+                v["ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .position(|x| x == id)
+                    .map(|i| v["logits"][i].as_f64().unwrap())
+            };
+            if let Some(gl) = find(g) {
+                worst = worst.max((gl - wl.as_f64().unwrap()).abs());
+            }
+            if let Some(pl) = find(p) {
+                moved = moved.max((pl - wl.as_f64().unwrap()).abs());
+            }
+        }
+    }
+    assert!(worst < 0.05, "merged vs adapter run: {worst}");
+    assert!(moved > 0.5, "the adapter should change the logits: {moved}");
+
+    for (model, adapter, want) in [
+        (gemma, spec.as_str(), "for a llama model"),
+        (base, base, "not an adapter"),
+    ] {
+        let o = hearth(&[
+            "adapter",
+            "merge",
+            "-m",
+            model,
+            "--adapter",
+            adapter,
+            "-o",
+            merged,
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}

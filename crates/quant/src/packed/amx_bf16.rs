@@ -55,6 +55,26 @@ struct Line([u16; 32]);
 
 const ZERO: Line = Line([0; 32]);
 
+/// The number of `cols`-wide rows in `x` (`cols` a multiple of 32).
+fn check_rows(x: &[f32], cols: usize) -> Result<usize, QuantError> {
+    let n_tok = x.len().checked_div(cols).unwrap_or(0);
+    if cols == 0 || !cols.is_multiple_of(KS) || n_tok * cols != x.len() {
+        return Err(QuantError::Length {
+            ty: GgmlType::F32,
+            what: "the activation rows",
+            unit: "floats",
+            expected: n_tok * cols,
+            got: x.len(),
+        });
+    }
+    Ok(n_tok)
+}
+
+/// A pointer into the tiles being filled, shared by the threads that fill disjoint blocks.
+struct LinePtr(*mut Line);
+// SAFETY: only used to write disjoint lines (see `quantized_like_par`).
+unsafe impl Sync for LinePtr {}
+
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays NaN).
 fn bf16(x: f32) -> u16 {
     half::bf16::from_f32(x).to_bits()
@@ -88,27 +108,55 @@ impl Bf16Acts {
         x: &[f32],
         cols: usize,
     ) -> Result<Bf16Acts, QuantError> {
+        Bf16Acts::quantized_like_par(weight, x, cols, |n, fill| fill(0, n))
+    }
+
+    /// [`Bf16Acts::quantized_like`] with the blocks of 32 tokens filled by `par(n_blocks,
+    /// fill)`, which must call `fill(first, count)` once for each of disjoint ranges covering
+    /// `0..n_blocks` (on several threads, say).
+    pub fn quantized_like_par(
+        weight: GgmlType,
+        x: &[f32],
+        cols: usize,
+        par: impl FnOnce(usize, &(dyn Fn(usize, usize) + Sync)),
+    ) -> Result<Bf16Acts, QuantError> {
         let partner = crate::vec_dot_type(weight)?;
-        let mut q = vec![0u8; row_bytes(partner, cols)?];
-        let mut back = vec![0f32; x.len()];
-        for (row, out) in x.chunks_exact(cols).zip(back.chunks_exact_mut(cols)) {
-            crate::quantize_act(weight, row, &mut q)?;
-            crate::dequantize_row(partner, &q, out)?;
+        let rb = row_bytes(partner, cols)?;
+        let n_tok = check_rows(x, cols)?;
+        let steps = cols / KS;
+        let n_blocks = n_tok.div_ceil(T);
+        let mut tiles = vec![ZERO; n_blocks * steps * 2 * TILE_LINES];
+        let base = LinePtr(tiles.as_mut_ptr());
+        let err = std::sync::Mutex::new(None);
+        let fill = |b0: usize, nb: usize| {
+            let base = &base;
+            let (mut q, mut back) = (vec![0u8; rb], vec![0f32; cols]);
+            for t in b0 * T..((b0 + nb) * T).min(n_tok) {
+                let row = &x[t * cols..(t + 1) * cols];
+                let done = crate::quantize_act(weight, row, &mut q)
+                    .and_then(|()| crate::dequantize_row(partner, &q, &mut back));
+                if let Err(e) = done {
+                    *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return;
+                }
+                let (block, half, r) = (t / T, t % T / 16, t % 16);
+                for (ks, vals) in back.chunks_exact(KS).enumerate() {
+                    let i = ((block * steps + ks) * 2 + half) * TILE_LINES + r;
+                    // SAFETY: line i belongs to token t's block, which only this call fills;
+                    // `tiles` outlives `par`.
+                    round_line(vals, unsafe { &mut *base.0.add(i) });
+                }
+            }
+        };
+        par(n_blocks, &fill);
+        if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
-        Bf16Acts::new(&back, cols)
+        Ok(Bf16Acts { tiles, n_tok, cols })
     }
 
     pub fn new(x: &[f32], cols: usize) -> Result<Bf16Acts, QuantError> {
-        let n_tok = x.len().checked_div(cols).unwrap_or(0);
-        if cols == 0 || !cols.is_multiple_of(KS) || n_tok * cols != x.len() {
-            return Err(QuantError::Length {
-                ty: GgmlType::F32,
-                what: "the activation rows",
-                unit: "floats",
-                expected: n_tok * cols,
-                got: x.len(),
-            });
-        }
+        let n_tok = check_rows(x, cols)?;
         let steps = cols / KS;
         let mut tiles = vec![ZERO; n_tok.div_ceil(T) * steps * 2 * TILE_LINES];
         for (t, row) in x.chunks_exact(cols).enumerate() {
