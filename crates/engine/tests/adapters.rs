@@ -132,24 +132,26 @@ fn several_adapters_in_one_request_each_at_its_scale() {
     assert_eq!(logits(&model, vec![via_arc]), plain);
 }
 
-/// Four requests — three adapters and none — decoded in one batch (one row each, every row
-/// with its own cache and adapter) give each request exactly what it gets alone.
+/// Five requests — four different adapters, one mixed with another, and none — decoded in one
+/// batch (one row each, every row with its own cache and adapters) give each request exactly
+/// what it gets alone.
 #[test]
 fn a_batch_with_different_adapters_per_row_equals_each_request_alone() {
     // Q8_0 weights: their products do not depend on the batch size.
     let model = load(&fixtures().join("synthetic/synth-llama-q8_0.gguf"));
     let reg = Registry::new(&model, u64::MAX);
     let opts = AdapterOptions::default();
-    for (name, seed) in [("a", 31), ("b", 32), ("c", 33)] {
+    for (name, seed) in [("a", 31), ("b", 32), ("c", 33), ("d", 34)] {
         let path = write_adapter(&format!("batch-{name}.gguf"), 8, seed);
         reg.load(name, &path, &opts).unwrap();
     }
     type Request<'a> = (&'a [(&'a str, f32)], &'a [u32]);
-    let requests: [Request; 4] = [
+    let requests: [Request; 5] = [
         (&[("a", 1.0)], &[1, 450, 496]),
         (&[("b", 0.5)], &[1, 17, 23, 99, 5]),
         (&[], &[1, 300]),
-        (&[("c", 1.0), ("a", 0.25)], &[1, 7, 8, 9]),
+        (&[("c", 1.0)], &[1, 7, 8, 9]),
+        (&[("d", 1.0), ("a", 0.25)], &[1, 42]),
     ];
     let start = |req: &Request| {
         let mut s = model.session(session_opts(AttentionMode::Flash)).unwrap();
