@@ -282,6 +282,31 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// Whether `tokens` (at batch index `index0` on) are in the vocabulary and fit after the
+    /// cached ones.
+    fn check_append(&self, tokens: &[u32], index0: usize) -> Result<()> {
+        let n_vocab = self.model.n_vocab();
+        if let Some((i, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id as usize >= n_vocab)
+        {
+            let index = index0 + i;
+            return Err(EngineError::BadToken { id, index, n_vocab });
+        }
+        let (n_past, n_new) = (self.n_past(), tokens.len());
+        if n_past + n_new > self.n_ctx() {
+            return Err(EngineError::ContextFull {
+                n_past,
+                n_new,
+                total: n_past + n_new,
+                n_ctx: self.n_ctx(),
+                n_ctx_train: self.model.n_ctx_train(),
+            });
+        }
+        Ok(())
+    }
+
     /// Appends `tokens` at positions `n_past..` and returns the logits `want`s. A whole prompt
     /// goes through the model as one batch (in passes of `n_ubatch` tokens); decode is a batch
     /// of one. On error nothing is appended.
@@ -289,25 +314,9 @@ impl<'m> Session<'m> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyBatch);
         }
+        self.check_append(tokens, 0)?;
         let n_vocab = self.model.n_vocab();
-        if let Some((index, &id)) = tokens
-            .iter()
-            .enumerate()
-            .find(|&(_, &id)| id as usize >= n_vocab)
-        {
-            return Err(EngineError::BadToken { id, index, n_vocab });
-        }
         let n_past = self.n_past();
-        let total = n_past + tokens.len();
-        if total > self.n_ctx() {
-            return Err(EngineError::ContextFull {
-                n_past,
-                n_new: tokens.len(),
-                total,
-                n_ctx: self.n_ctx(),
-                n_ctx_train: self.model.n_ctx_train(),
-            });
-        }
         let rows = want.rows(tokens.len());
         let mut out = Output {
             n_vocab,
@@ -376,22 +385,7 @@ pub fn decode_batch(items: &mut [(&mut Session<'_>, u32)]) -> Result<Vec<Vec<f32
                 "a batch's sessions must all belong to the same loaded model".into(),
             ));
         }
-        if *id as usize >= n_vocab {
-            return Err(EngineError::BadToken {
-                id: *id,
-                index,
-                n_vocab,
-            });
-        }
-        if s.n_past() + 1 > s.n_ctx() {
-            return Err(EngineError::ContextFull {
-                n_past: s.n_past(),
-                n_new: 1,
-                total: s.n_past() + 1,
-                n_ctx: s.n_ctx(),
-                n_ctx_train: model.n_ctx_train(),
-            });
-        }
+        s.check_append(&[*id], index)?;
     }
     let n = items.len();
     let tokens: Vec<u32> = items.iter().map(|(_, t)| *t).collect();

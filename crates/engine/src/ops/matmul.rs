@@ -177,7 +177,7 @@ fn packed_rows(
     let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
     let isa = hearth_quant::active_isa();
     if w.fast && n_tok >= AMX_MIN_TOKENS && isa >= Isa::Amx && amx_bf16::supported(w.ty) {
-        let acts = amx_bf16::Bf16Acts::quantized_like_par(w.ty, x, w.cols, |n, fill| {
+        let acts = amx_bf16::Bf16Acts::quantized_like(w.ty, x, w.cols, |n, fill| {
             threads.ranges(n, 1, fill)
         })?;
         return each_range(threads, w, packed, gb, n_tok, out, |g, o| {

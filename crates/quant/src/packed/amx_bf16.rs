@@ -5,12 +5,12 @@
 //! super-block (Q4_K) of every (row, token) pair in floats, which on tiles means storing and
 //! re-reading the result tiles that often. Here the weights of each 16-row group are
 //! dequantized once per product to bf16 (`w = d·q`, Q4_K `d·sc·q − dmin·m`, Q6_K
-//! `d·sc·(q − 32)`) and the activations
-//! rounded to bf16 (instead of quantized to 8 bits), so a result tile accumulates in f32 over
-//! the whole row and is stored once. A bf16 weight carries 8 significant bits (the 4-bit quants
-//! and their 6-bit scales give 10), a bf16 activation as many as llama.cpp's 8-bit quantization:
-//! the products differ from the integer kernels' by about 2⁻⁹ relatively, well inside what
-//! llama.cpp's own builds differ by (`PARITY.md`; measured in the closing note of the speed issue).
+//! `d·sc·(q − 32)`) and the activations, quantized to 8 bits as llama.cpp quantizes them and
+//! back, rounded to bf16 ([`Bf16Acts::quantized_like`]), so a result tile accumulates in f32 over
+//! the whole row and is stored once. A bf16 weight carries 8 significant bits (the quants and
+//! their scales give 10 or more): the products differ from the integer kernels' by about 2⁻⁹
+//! relatively, inside what llama.cpp's own builds differ by (`PARITY.md`; measured in the
+//! closing note of the speed issue).
 //!
 //! The scalar twin [`product_scalar`] rounds the same way and sums in f64; the tile unit's own
 //! summation order is not specified, so tests compare within a tolerance.
@@ -98,23 +98,13 @@ fn from_bf16(b: u16) -> f32 {
 }
 
 impl Bf16Acts {
-    /// `x`: `n_tok` rows of `cols` floats (`cols` a multiple of 32).
-    /// `x` quantized as llama.cpp quantizes activations for `weight` (Q8_0 blocks of 32 for
+    /// `x` (`n_tok` rows of `cols` floats, `cols` a multiple of 32) quantized as llama.cpp quantizes activations for `weight` (Q8_0 blocks of 32 for
     /// Q4_0/Q5_0/Q8_0, Q8_K blocks of 256 for the K-quants) and back, then rounded to bf16: the
     /// products keep llama.cpp's own activation rounding (its largest difference from exact
-    /// arithmetic) and add only bf16's, 2⁻⁹ relative.
+    /// arithmetic) and add only bf16's, 2⁻⁹ relative. The blocks of 32 tokens are filled by `par(n_blocks, fill)`, which must call
+    /// `fill(first, count)` once for each of disjoint ranges covering `0..n_blocks` (on several
+    /// threads, say).
     pub fn quantized_like(
-        weight: GgmlType,
-        x: &[f32],
-        cols: usize,
-    ) -> Result<Bf16Acts, QuantError> {
-        Bf16Acts::quantized_like_par(weight, x, cols, |n, fill| fill(0, n))
-    }
-
-    /// [`Bf16Acts::quantized_like`] with the blocks of 32 tokens filled by `par(n_blocks,
-    /// fill)`, which must call `fill(first, count)` once for each of disjoint ranges covering
-    /// `0..n_blocks` (on several threads, say).
-    pub fn quantized_like_par(
         weight: GgmlType,
         x: &[f32],
         cols: usize,
@@ -155,6 +145,7 @@ impl Bf16Acts {
         Ok(Bf16Acts { tiles, n_tok, cols })
     }
 
+    /// `x` (`n_tok` rows of `cols` floats) rounded to bf16 as it is.
     pub fn new(x: &[f32], cols: usize) -> Result<Bf16Acts, QuantError> {
         let n_tok = check_rows(x, cols)?;
         let steps = cols / KS;
