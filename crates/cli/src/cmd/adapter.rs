@@ -1,7 +1,6 @@
 //! `hearth adapter`: look into LoRA adapter files, convert PEFT adapters, merge adapters into
 //! a base model.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -172,141 +171,45 @@ pub struct MergeArgs {
     output: PathBuf,
 }
 
-/// One adapter's pairs for merging: base tensor name → (A, B) as f32 and the factor.
-struct Pairs {
-    factor_alpha: f32,
-    scale: f32,
-    pairs: BTreeMap<String, (Vec<f32>, Vec<f32>, usize)>,
-}
-
-fn read_pairs(file: &GgufFile, base: &GgufFile, spec: &str, scale: f32) -> Result<Pairs> {
-    let mut halves: BTreeMap<String, [Option<&hearth_gguf::TensorInfo>; 2]> = BTreeMap::new();
-    for t in &file.tensors {
-        let (name, which) = match (
-            t.name.strip_suffix(".lora_a"),
-            t.name.strip_suffix(".lora_b"),
-        ) {
-            (Some(n), _) => (n, 0),
-            (_, Some(n)) => (n, 1),
-            _ => bail!(
-                "{spec}: tensor {:?} is neither a .lora_a nor a .lora_b tensor",
-                t.name
-            ),
-        };
-        halves.entry(name.to_string()).or_default()[which] = Some(t);
-    }
-    let data = |t: &hearth_gguf::TensorInfo| -> Result<Vec<f32>> {
-        let start = (file.data_offset + t.offset) as usize;
-        let bytes = &file.bytes()[start..start + t.n_bytes as usize];
-        let cols = t.dims[0] as usize;
-        let rb = hearth_quant::row_bytes(t.ty, cols)?;
-        let mut out = vec![0f32; t.n_elements as usize];
-        for (src, dst) in bytes.chunks_exact(rb).zip(out.chunks_exact_mut(cols)) {
-            hearth_quant::dequantize_row(t.ty, src, dst)?;
-        }
-        Ok(out)
-    };
-    let mut pairs = BTreeMap::new();
-    for (name, [a, b]) in halves {
-        let (Some(a), Some(b)) = (a, b) else {
-            bail!("{spec}: {name:?} has only one of .lora_a and .lora_b");
-        };
-        let w = base
-            .tensors
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| anyhow::anyhow!("{spec}: the base model has no {name:?}"))?;
-        let (n_in, n_out) = (w.dims[0], *w.dims.get(1).unwrap_or(&1));
-        let r = *a.dims.get(1).unwrap_or(&0);
-        if a.dims[..] != [n_in, r] || b.dims[..] != [r, n_out] || r == 0 {
-            bail!(
-                "{spec}: {name:?}: lora_a {:?} and lora_b {:?} do not fit the base matrix {:?}",
-                a.dims,
-                b.dims,
-                w.dims
-            );
-        }
-        pairs.insert(name, (data(a)?, data(b)?, r as usize));
-    }
-    let alpha = file
-        .metadata()
-        .opt_f32("adapter.lora.alpha")?
-        .unwrap_or(0.0);
-    Ok(Pairs {
-        factor_alpha: alpha,
-        scale,
-        pairs,
-    })
-}
-
 fn merge(a: MergeArgs) -> Result<()> {
-    let path = crate::model_ref::resolve(&a.model)?;
-    let base = GgufFile::open(&path)?;
-    let base_sha = binding::sha256_file(&path)?;
-    let mut adapters = Vec::new();
-    let mut record = Vec::new();
-    for spec in &a.adapters {
-        let (file_path, scale) = match spec.rsplit_once(':') {
-            Some((f, s)) if s.parse::<f32>().is_ok() => (f, s.parse::<f32>()?),
-            _ => (spec.as_str(), 1.0),
-        };
-        if !scale.is_finite() {
-            bail!("--adapter {spec}: the scale must be a finite number");
-        }
-        let file = match hearth_engine::adapter::peft::files(std::path::Path::new(file_path)) {
-            Some((config, weights)) => {
-                let w = hearth_engine::adapter::peft::convert(&config, &weights, &base)
-                    .map_err(|e| anyhow::anyhow!("--adapter {spec}: {e}"))?;
-                let mut bytes = Vec::new();
-                w.write(&mut bytes)?;
-                GgufFile::from_bytes(bytes)?
-            }
-            None => GgufFile::open(file_path)?,
-        };
-        let md = file.metadata();
-        if md.opt_str("general.type")? != Some("adapter") {
-            bail!("--adapter {spec}: not an adapter (general.type is not \"adapter\")");
-        }
-        if md.architecture()? != base.metadata().architecture()? {
-            bail!(
-                "--adapter {spec}: the adapter is for a {} model, the base model is {}",
-                md.architecture()?,
-                base.metadata().architecture()?
-            );
-        }
-        match binding::read(&file).map_err(|e| anyhow::anyhow!("--adapter {spec}: {e}"))? {
-            binding::Recorded::Base(h) if h != base_sha && !a.force_adapter => bail!(
-                "--adapter {spec}: the adapter was made for another base model (SHA-256 {h}); \
-                 the base's is {base_sha} (--force-adapter merges it anyway)"
-            ),
-            binding::Recorded::Nothing => eprintln!(
-                "warning: adapter {file_path} records no base model; only its shapes were checked"
-            ),
-            _ => {}
-        }
-        record.push(format!("{}:{scale}", binding::sha256(file.bytes())));
-        adapters.push(read_pairs(&file, &base, spec, scale)?);
-    }
     let outtype = match a.outtype.to_ascii_lowercase().as_str() {
         "keep" => None,
         "f16" => Some(GgmlType::F16),
         "f32" => Some(GgmlType::F32),
         other => bail!("--outtype {other}: expected keep, f16 or f32"),
     };
+    let path = crate::model_ref::resolve(&a.model)?;
+    // The base's tensors are read as they are in the file: no repacking.
+    let opts = hearth_engine::LoadOptions {
+        repack: false,
+        ..Default::default()
+    };
+    let model = hearth_engine::Model::load(&path, &opts)?;
+    let adapters = super::common::load_adapters(&a.adapters, &model, a.force_adapter)?;
+    let base_sha = model.content_sha256()?.to_string();
+    let base = model.gguf();
     let mut w = GgufWriter::new();
     for (k, v) in base.metadata().iter() {
         w.set(k, v.clone());
     }
+    let record: Vec<String> = adapters
+        .iter()
+        .map(|ap| format!("{}:{}", ap.adapter.content_sha256(), ap.scale))
+        .collect();
     w.set("hearth.merge.base_sha256", base_sha.clone());
     w.set("hearth.merge.adapters", record.join(","));
     let mut merged = 0;
     for t in &base.tensors {
         let start = (base.data_offset + t.offset) as usize;
         let bytes = &base.bytes()[start..start + t.n_bytes as usize];
-        let updates: Vec<_> = adapters
-            .iter()
-            .filter_map(|p| p.pairs.get(&t.name).map(|ab| (p, ab)))
-            .collect();
+        let mut updates = Vec::new();
+        if let Some(site) = hearth_engine::adapter::parse_site(&t.name) {
+            for ap in &adapters {
+                if let Some(d) = ap.adapter.dense(site)? {
+                    updates.push((ap.adapter.factor(ap.scale, d.rank), d));
+                }
+            }
+        }
         if updates.is_empty() {
             w.add_tensor(t.name.clone(), &t.dims, t.ty, bytes)?;
             continue;
@@ -318,16 +221,12 @@ fn merge(a: MergeArgs) -> Result<()> {
             hearth_quant::dequantize_row(t.ty, src, dst)?;
         }
         // W += s·(alpha/r)·B·A, B (n_out × r), A (r × n_in), as llama.cpp scales an update.
-        for (p, (am, bm, r)) in updates {
-            let f = if p.factor_alpha == 0.0 {
-                p.scale
-            } else {
-                p.scale * p.factor_alpha / *r as f32
-            };
+        for (f, d) in updates {
+            let r = d.rank;
             for (o, row) in wf.chunks_exact_mut(n_in).enumerate() {
-                for k in 0..*r {
-                    let c = f * bm[o * r + k];
-                    for (x, &av) in row.iter_mut().zip(&am[k * n_in..(k + 1) * n_in]) {
+                for k in 0..r {
+                    let c = f * d.b[o * r + k];
+                    for (x, &av) in row.iter_mut().zip(&d.a[k * n_in..(k + 1) * n_in]) {
                         *x += c * av;
                     }
                 }

@@ -57,37 +57,7 @@ impl SessionArgs {
     /// Session options with context size `n_ctx` and these settings, the adapters loaded and
     /// checked against `model`.
     pub fn options(&self, model: &Model, n_ctx: usize) -> Result<SessionOptions> {
-        let mut adapters = Vec::new();
-        for spec in &self.adapters {
-            let (file, scale) = parse_adapter(spec)?;
-            let opts = AdapterOptions {
-                force: self.force_adapter,
-            };
-            let adapter = Adapter::load_with(file, model, &opts)
-                .with_context(|| format!("--adapter {spec}"))?;
-            match adapter.binding() {
-                Binding::Verified => {}
-                Binding::Unrecorded => eprintln!(
-                    "warning: adapter {file} records no base model; only its architecture and \
-                     shapes were checked against this one"
-                ),
-                Binding::Forced { recorded } => eprintln!(
-                    "warning: adapter {file} was made for another base model (SHA-256 \
-                     {recorded}); loaded because of --force-adapter"
-                ),
-            }
-            eprintln!(
-                "hearth: adapter {} ({} matrices, {} parameters, alpha {}) at scale {scale}",
-                file,
-                adapter.n_matrices(),
-                adapter.n_params(),
-                adapter.alpha()
-            );
-            adapters.push(Applied {
-                adapter: Arc::new(adapter),
-                scale,
-            });
-        }
+        let adapters = load_adapters(&self.adapters, model, self.force_adapter)?;
         Ok(SessionOptions {
             adapters,
             n_ctx,
@@ -104,6 +74,40 @@ impl SessionArgs {
 }
 
 /// `FILE[:SCALE]`: a suffix after the last `:` that reads as a number is the scale.
+/// The adapters of `--adapter FILE[:SCALE]` specs, checked against `model` (warnings for
+/// unbound or forced ones on stderr).
+pub fn load_adapters(specs: &[String], model: &Model, force: bool) -> Result<Vec<Applied>> {
+    let mut adapters = Vec::new();
+    for spec in specs {
+        let (file, scale) = parse_adapter(spec)?;
+        let adapter = Adapter::load_with(file, model, &AdapterOptions { force })
+            .with_context(|| format!("--adapter {spec}"))?;
+        match adapter.binding() {
+            Binding::Verified => {}
+            Binding::Unrecorded => eprintln!(
+                "warning: adapter {file} records no base model; only its architecture and \
+                 shapes were checked against this one"
+            ),
+            Binding::Forced { recorded } => eprintln!(
+                "warning: adapter {file} was made for another base model (SHA-256 \
+                 {recorded}); loaded because of --force-adapter"
+            ),
+        }
+        eprintln!(
+            "hearth: adapter {} ({} matrices, {} parameters, alpha {}) at scale {scale}",
+            file,
+            adapter.n_matrices(),
+            adapter.n_params(),
+            adapter.alpha()
+        );
+        adapters.push(Applied {
+            adapter: Arc::new(adapter),
+            scale,
+        });
+    }
+    Ok(adapters)
+}
+
 fn parse_adapter(spec: &str) -> Result<(&str, f32)> {
     let (file, scale) = match spec.rsplit_once(':') {
         Some((f, s)) if !f.is_empty() && s.trim().parse::<f32>().is_ok() => {

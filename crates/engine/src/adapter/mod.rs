@@ -133,16 +133,7 @@ impl Adapter {
     ) -> Result<Adapter> {
         let path = path.as_ref();
         let err = |problem: String| EngineError::model(path, problem);
-        // A PEFT adapter (its directory or one of its files) is converted in memory.
-        let file = match peft::files(path) {
-            Some((config, weights)) => {
-                let w = peft::convert(&config, &weights, model.gguf()).map_err(err)?;
-                let mut bytes = Vec::new();
-                w.write(&mut bytes)?;
-                GgufFile::from_bytes(bytes)?
-            }
-            None => GgufFile::open(path)?,
-        };
+        let file = open(path, model.gguf())?;
         let md = file.metadata();
         let kind = md.opt_str("general.type").map_err(|e| err(e.to_string()))?;
         if kind != Some("adapter") {
@@ -310,15 +301,63 @@ impl Adapter {
         self.file.bytes()
     }
 
+    /// Hex SHA-256 of the adapter's bytes (as converted, for a PEFT adapter).
+    pub fn content_sha256(&self) -> String {
+        binding::sha256(self.bytes())
+    }
+
+    /// A and B of the matrix at `site` in f32; `None` when the adapter leaves it alone.
+    pub fn dense(&self, site: Site) -> Result<Option<DenseLora>> {
+        let Some(l) = self.get(site) else {
+            return Ok(None);
+        };
+        let rows = |m: &Matrix| -> Result<Vec<f32>> {
+            let v = m.view(self.bytes());
+            let mut out = vec![0f32; v.rows * v.cols];
+            let rb = v.row_bytes();
+            for (src, dst) in v.data.chunks_exact(rb).zip(out.chunks_exact_mut(v.cols)) {
+                hearth_quant::dequantize_row(v.ty, src, dst)?;
+            }
+            Ok(out)
+        };
+        Ok(Some(DenseLora {
+            a: rows(&l.a)?,
+            b: rows(&l.b)?,
+            rank: l.rank,
+        }))
+    }
+
     /// The factor B·A·x is multiplied by at user scale `scale`: llama.cpp's
     /// `scale · alpha / rank`, or `scale` when the file gives no alpha.
-    pub(crate) fn factor(&self, scale: f32, rank: usize) -> f32 {
+    pub fn factor(&self, scale: f32, rank: usize) -> f32 {
         if self.alpha == 0.0 {
             scale
         } else {
             scale * self.alpha / rank as f32
         }
     }
+}
+
+/// An adapter file: GGUF-LoRA, or a PEFT adapter (its directory or one of its files)
+/// converted in memory for `base`.
+fn open(path: &Path, base: &GgufFile) -> Result<GgufFile> {
+    Ok(match peft::files(path) {
+        Some((config, weights)) => {
+            let w = peft::convert(&config, &weights, base)
+                .map_err(|problem| EngineError::model(path, problem))?;
+            let mut bytes = Vec::new();
+            w.write(&mut bytes)?;
+            GgufFile::from_bytes(bytes)?
+        }
+        None => GgufFile::open(path)?,
+    })
+}
+
+/// One adapted matrix's A (`rank × n_in`) and B (`n_out × rank`), row-major f32.
+pub struct DenseLora {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub rank: usize,
 }
 
 /// An adapter applied at a scale.
@@ -334,7 +373,9 @@ impl PartialEq for Applied {
     }
 }
 
-fn parse_site(name: &str) -> Option<Site> {
+/// The site of a base tensor's GGUF name (`blk.N.attn_q.weight`, `output.weight`), if an
+/// adapter can target it.
+pub fn parse_site(name: &str) -> Option<Site> {
     if name == "output.weight" {
         return Some(Site::Output);
     }
