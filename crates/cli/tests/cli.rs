@@ -154,6 +154,18 @@ fn synth_writes_a_model_that_reads_back_and_tokenizes() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// Asserts that a run failed with exit code 1 and an error that mentions `want`.
+fn fails_with(o: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{want}: {err}");
+    assert!(err.contains(want), "{want}: {err}");
+}
+
+/// A fixture's path as a string (for command lines).
+fn fixture_str(rel: &str) -> String {
+    fixture(rel).to_str().unwrap().to_string()
+}
+
 fn stderr_line(o: &Output, prefix: &str) -> String {
     let err = String::from_utf8_lossy(&o.stderr);
     err.lines()
@@ -497,14 +509,9 @@ fn adapter_errors_are_clear() {
 
 #[test]
 fn adapters_are_bound_to_their_base() {
-    let base = fixture("synthetic/synth-llama-f16.gguf");
-    let other = fixture("synthetic/synth-llama-q8_0.gguf");
-    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
-    let (base, other, lora) = (
-        base.to_str().unwrap(),
-        other.to_str().unwrap(),
-        lora.to_str().unwrap(),
-    );
+    let base = &fixture_str("synthetic/synth-llama-f16.gguf");
+    let other = &fixture_str("synthetic/synth-llama-q8_0.gguf");
+    let lora = &fixture_str("adapters/lora-synth-llama-r8.gguf");
     let made = tmp("bound-lora.gguf");
     let made = made.to_str().unwrap();
     let o = hearth(&[
@@ -594,9 +601,7 @@ fn adapters_are_bound_to_their_base() {
         bad.to_str().unwrap(),
         "hi",
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("manifest"), "{err}");
+    fails_with(&o, "manifest");
 
     // Unknown targets and ranks are usage errors.
     for (flag, value, want) in [
@@ -604,9 +609,7 @@ fn adapters_are_bound_to_their_base() {
         ("-r", "0", "rank"),
     ] {
         let o = hearth(&["synth-adapter", "-m", base, flag, value, "-o", made]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(want), "{err}");
+        fails_with(&o, want);
     }
 }
 
@@ -794,9 +797,7 @@ fn peft_adapters_convert_to_the_same_gguf_and_logits() {
         let d = tmp(&format!("peft-bad-{i}"));
         peft_from_gguf(&lora, n_head, n_head_kv, &config, &d);
         let o = hearth(&["logits", "-m", base_s, "--raw", "--adapter", d.to_str().unwrap(), "hi"]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(want), "{want}: {err}");
+        fails_with(&o, want);
     }
     let cut = tmp("peft-cut");
     peft_from_gguf(&lora, n_head, n_head_kv, &config, &cut);
@@ -822,14 +823,9 @@ fn peft_adapters_convert_to_the_same_gguf_and_logits() {
 
 #[test]
 fn merged_models_give_the_adapter_runs_outputs() {
-    let base = fixture("synthetic/synth-llama-f16.gguf");
-    let gemma = fixture("synthetic/synth-gemma3-f16.gguf");
-    let lora = fixture("adapters/lora-synth-llama-r8.gguf");
-    let (base, gemma, lora) = (
-        base.to_str().unwrap(),
-        gemma.to_str().unwrap(),
-        lora.to_str().unwrap(),
-    );
+    let base = &fixture_str("synthetic/synth-llama-f16.gguf");
+    let gemma = &fixture_str("synthetic/synth-gemma3-f16.gguf");
+    let lora = &fixture_str("adapters/lora-synth-llama-r8.gguf");
     let merged = tmp("merged-llama.gguf");
     let merged = merged.to_str().unwrap();
     let spec = format!("{lora}:0.5");
@@ -914,8 +910,6 @@ fn merged_models_give_the_adapter_runs_outputs() {
             "-o",
             merged,
         ]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{err}");
-        assert!(err.contains(want), "{want}: {err}");
+        fails_with(&o, want);
     }
 }
