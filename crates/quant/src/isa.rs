@@ -86,7 +86,7 @@ fn detect() -> Isa {
     }
     if !has!("avx512vnni") {
         Isa::Avx512
-    } else if has!("avx512bf16") && crate::amx::available() {
+    } else if has!("avx512bf16") && has!("avx512vbmi") && crate::amx::available() {
         Isa::Amx
     } else {
         Isa::Avx512Vnni

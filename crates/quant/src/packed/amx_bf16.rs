@@ -72,7 +72,7 @@ fn check_rows(x: &[f32], cols: usize) -> Result<usize, QuantError> {
 
 /// A pointer into the tiles being filled, shared by the threads that fill disjoint blocks.
 struct LinePtr(*mut Line);
-// SAFETY: only used to write disjoint lines (see `quantized_like_par`).
+// SAFETY: only used to write disjoint lines (see `quantized_like`).
 unsafe impl Sync for LinePtr {}
 
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays NaN).
@@ -98,11 +98,12 @@ fn from_bf16(b: u16) -> f32 {
 }
 
 impl Bf16Acts {
-    /// `x` (`n_tok` rows of `cols` floats, `cols` a multiple of 32) quantized as llama.cpp quantizes activations for `weight` (Q8_0 blocks of 32 for
-    /// Q4_0/Q5_0/Q8_0, Q8_K blocks of 256 for the K-quants) and back, then rounded to bf16: the
-    /// products keep llama.cpp's own activation rounding (its largest difference from exact
-    /// arithmetic) and add only bf16's, 2⁻⁹ relative. The blocks of 32 tokens are filled by `par(n_blocks, fill)`, which must call
-    /// `fill(first, count)` once for each of disjoint ranges covering `0..n_blocks` (on several
+    /// `x` (`n_tok` rows of `cols` floats, `cols` a multiple of 32) quantized as llama.cpp
+    /// quantizes activations for `weight` (Q8_0 blocks of 32 for Q4_0/Q5_0/Q8_0, Q8_K blocks of
+    /// 256 for the K-quants) and back, then rounded to bf16: the products keep llama.cpp's own
+    /// activation rounding (its largest difference from exact arithmetic) and add only bf16's,
+    /// 2⁻⁹ relative. The tokens are filled by `par(n_tok, fill)`, which must call
+    /// `fill(first, count)` once for each of disjoint ranges covering `0..n_tok` (on several
     /// threads, say).
     pub fn quantized_like(
         weight: GgmlType,
@@ -118,10 +119,10 @@ impl Bf16Acts {
         let mut tiles = vec![ZERO; n_blocks * steps * 2 * TILE_LINES];
         let base = LinePtr(tiles.as_mut_ptr());
         let err = std::sync::Mutex::new(None);
-        let fill = |b0: usize, nb: usize| {
+        let fill = |t0: usize, nt: usize| {
             let base = &base;
             let (mut q, mut back) = (vec![0u8; rb], vec![0f32; cols]);
-            for t in b0 * T..((b0 + nb) * T).min(n_tok) {
+            for t in t0..t0 + nt {
                 let row = &x[t * cols..(t + 1) * cols];
                 let done = crate::quantize_act(weight, row, &mut q)
                     .and_then(|()| crate::dequantize_row(partner, &q, &mut back));
@@ -132,13 +133,13 @@ impl Bf16Acts {
                 let (block, half, r) = (t / T, t % T / 16, t % 16);
                 for (ks, vals) in back.chunks_exact(KS).enumerate() {
                     let i = ((block * steps + ks) * 2 + half) * TILE_LINES + r;
-                    // SAFETY: line i belongs to token t's block, which only this call fills;
-                    // `tiles` outlives `par`.
+                    // SAFETY: line i belongs to token t, which only this call fills; `tiles`
+                    // outlives `par`.
                     round_line(vals, unsafe { &mut *base.0.add(i) });
                 }
             }
         };
-        par(n_blocks, &fill);
+        par(n_tok, &fill);
         if let Some(e) = err.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
@@ -326,10 +327,20 @@ mod tiles {
     /// while every token block passes over them.
     const RUN_BYTES: usize = 512 << 10;
 
+    /// Steps dequantized at a time when a product has a single block of tokens: one Q4_K/Q6_K
+    /// super-block, and the panels of two groups (16 KiB) stay in L1 for the tile loads.
+    const CHUNK_STEPS: usize = 8;
+
+    thread_local! {
+        /// Each thread's panel buffer, kept between products: a fresh one per product cost
+        /// zeroing and page faults comparable to a short prompt's whole product.
+        static PANELS: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     /// # Safety
     /// AMX (with AVX-512 BF16) must be usable; `packed` holds whole groups of `gb` bytes for
     /// `out.rows()` rows, `acts` the tokens of `out`.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
     pub(super) unsafe fn product(
         ty: GgmlType,
         packed: &[u8],
@@ -341,90 +352,205 @@ mod tiles {
         let steps = cols / KS;
         let panel_lines = steps * TILE_LINES;
         let groups = packed.len() / gb;
-        let per_run = (RUN_BYTES / (panel_lines * 64)).max(2) & !1;
-        let mut panels = vec![ZERO; per_run.min(groups + 1) * panel_lines];
-        let mut c = [ZERO; 4 * TILE_LINES];
         let blocks = acts.n_tok.div_ceil(T);
-        // SAFETY: the caller's contract.
-        let _tiles = unsafe { Tiles::configure() };
-        for g0 in (0..groups).step_by(per_run) {
-            let run = per_run.min(groups - g0);
-            for (i, panel) in panels.chunks_exact_mut(panel_lines).take(run).enumerate() {
-                let g = g0 + i;
-                dequant_group(ty, &packed[g * gb..(g + 1) * gb], steps, panel);
-            }
-            for b in 0..blocks {
-                let a = acts.tiles[b * steps * 2 * TILE_LINES..].as_ptr() as *const u8;
-                for pair in (0..run).step_by(2) {
-                    let two = pair + 1 < run;
-                    let w0 = panels[pair * panel_lines..].as_ptr() as *const u8;
-                    // A lone last group multiplies its own panel twice (one result is unused).
-                    let w1 = if two {
-                        w0.wrapping_add(panel_lines * 64)
-                    } else {
-                        w0
-                    };
-                    // SAFETY: tiles 0..8 are configured; every tile read is 16 whole lines of
-                    // `acts.tiles` (block b, step ks) or of a panel; `c` holds 4 tiles.
-                    unsafe {
-                        asm!(
-                            "tilezero tmm0",
-                            "tilezero tmm1",
-                            "tilezero tmm2",
-                            "tilezero tmm3",
-                            options(nostack, nomem)
-                        );
-                        for ks in 0..steps {
-                            asm!(
-                                "tileloadd tmm4, [{a0} + {s}*1]",
-                                "tileloadd tmm5, [{a1} + {s}*1]",
-                                "tileloadd tmm6, [{w0} + {s}*1]",
-                                "tileloadd tmm7, [{w1} + {s}*1]",
-                                "tdpbf16ps tmm0, tmm4, tmm6",
-                                "tdpbf16ps tmm1, tmm5, tmm6",
-                                "tdpbf16ps tmm2, tmm4, tmm7",
-                                "tdpbf16ps tmm3, tmm5, tmm7",
-                                a0 = in(reg) a.add(ks * 2 * 1024),
-                                a1 = in(reg) a.add((ks * 2 + 1) * 1024),
-                                w0 = in(reg) w0.add(ks * 1024),
-                                w1 = in(reg) w1.add(ks * 1024),
-                                s = in(reg) 64usize,
-                                options(nostack, readonly)
-                            );
+        PANELS.with_borrow_mut(|panels| {
+            // SAFETY: the caller's contract.
+            let _tiles = unsafe { Tiles::configure() };
+            if blocks == 1 {
+                // One token block: each step's panels are used once, right after they are made.
+                let need = 2 * CHUNK_STEPS * TILE_LINES;
+                if panels.len() < need {
+                    panels.resize(need, ZERO);
+                }
+                debug_assert_eq!(gb % steps, 0);
+                let step_bytes = gb / steps;
+                let a = acts.tiles.as_ptr() as *const u8;
+                for pair in (0..groups).step_by(2) {
+                    let two = pair + 1 < groups;
+                    let (p0, p1) = panels.split_at_mut(CHUNK_STEPS * TILE_LINES);
+                    let w0 = p0.as_ptr() as *const u8;
+                    let w1 = if two { p1.as_ptr() as *const u8 } else { w0 };
+                    // SAFETY: tiles 0..4 are configured accumulators.
+                    unsafe { zero_acc() };
+                    for s0 in (0..steps).step_by(CHUNK_STEPS) {
+                        let n = CHUNK_STEPS.min(steps - s0);
+                        let bytes = s0 * step_bytes..(s0 + n) * step_bytes;
+                        let g = &packed[pair * gb..];
+                        dequant_group(ty, &g[bytes.clone()], n, p0);
+                        if two {
+                            dequant_group(ty, &g[gb..][bytes], n, p1);
                         }
-                        let cp = c.as_mut_ptr() as *mut u8;
-                        asm!(
-                            "tilestored [{c0} + {s}*1], tmm0",
-                            "tilestored [{c1} + {s}*1], tmm1",
-                            "tilestored [{c2} + {s}*1], tmm2",
-                            "tilestored [{c3} + {s}*1], tmm3",
-                            c0 = in(reg) cp,
-                            c1 = in(reg) cp.add(1024),
-                            c2 = in(reg) cp.add(2048),
-                            c3 = in(reg) cp.add(3072),
-                            s = in(reg) 64usize,
-                            options(nostack)
-                        );
+                        for ks in 0..n {
+                            // SAFETY: step s0 + ks of the token block; the chunk's panels hold
+                            // `n` steps.
+                            unsafe {
+                                step(
+                                    a.add((s0 + ks) * 2 * 1024),
+                                    w0.add(ks * 1024),
+                                    w1.add(ks * 1024),
+                                )
+                            };
+                        }
                     }
-                    // Result tile (token half h, group j) is c[2j + h]: row = token, lane = row.
-                    for j in 0..1 + two as usize {
-                        let r0 = (g0 + pair + j) * ROWS;
-                        for t in 0..T.min(acts.n_tok - b * T) {
-                            let line = &c[(2 * j + t / 16) * TILE_LINES + t % 16];
-                            // SAFETY: a line holds 16 f32.
-                            let v = unsafe { _mm512_load_ps(line.0.as_ptr().cast()) };
-                            let tok = b * T + t;
-                            match out.lanes16(tok, r0) {
-                                // SAFETY: `lanes16` gives room for 16 floats.
-                                Some(dst) => unsafe { _mm512_storeu_ps(dst, v) },
-                                None => {
-                                    let mut lanes = [0f32; ROWS];
-                                    // SAFETY: `lanes` holds 16 floats.
-                                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
-                                    out.put(tok, r0, &lanes);
-                                }
+                    scatter(pair, two, 0, acts, out);
+                }
+                return;
+            }
+            let per_run = (RUN_BYTES / (panel_lines * 64)).max(2) & !1;
+            let need = per_run.min(groups + 1) * panel_lines;
+            if panels.len() < need {
+                panels.resize(need, ZERO);
+            }
+            for g0 in (0..groups).step_by(per_run) {
+                let run = per_run.min(groups - g0);
+                for (i, panel) in panels.chunks_exact_mut(panel_lines).take(run).enumerate() {
+                    let g = g0 + i;
+                    dequant_group(ty, &packed[g * gb..(g + 1) * gb], steps, panel);
+                }
+                for b in 0..blocks {
+                    let a = acts.tiles[b * steps * 2 * TILE_LINES..].as_ptr() as *const u8;
+                    for pair in (0..run).step_by(2) {
+                        let two = pair + 1 < run;
+                        let w0 = panels[pair * panel_lines..].as_ptr() as *const u8;
+                        // A lone last group multiplies its own panel twice (one result is unused).
+                        let w1 = if two {
+                            w0.wrapping_add(panel_lines * 64)
+                        } else {
+                            w0
+                        };
+                        // SAFETY: tiles 0..8 are configured; every tile read is 16 whole lines
+                        // of `acts.tiles` (block b, step ks) or of a panel.
+                        unsafe {
+                            zero_acc();
+                            for ks in 0..steps {
+                                step(a.add(ks * 2 * 1024), w0.add(ks * 1024), w1.add(ks * 1024));
                             }
                         }
+                        scatter(g0 + pair, two, b, acts, out);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Zeroes the accumulator tiles 0..4.
+    ///
+    /// # Safety
+    /// The tiles must be configured.
+    #[inline(always)]
+    unsafe fn zero_acc() {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            )
+        };
+    }
+
+    /// One step of 32 columns: tokens 0..16 (`a0`) and 16..32 (`a0 + 1024`) times the panels of
+    /// two groups (`w0`, `w1`) into accumulators (h, j) = tile 2j + h.
+    ///
+    /// # Safety
+    /// The tiles must be configured; each pointer starts 1 KiB (two at `a0`) of readable lines.
+    #[inline(always)]
+    unsafe fn step(a0: *const u8, w0: *const u8, w1: *const u8) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm6, [{w0} + {s}*1]",
+                "tileloadd tmm7, [{w1} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm5, tmm6",
+                "tdpbf16ps tmm2, tmm4, tmm7",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0,
+                a1 = in(reg) a0.add(1024),
+                w0 = in(reg) w0,
+                w1 = in(reg) w1,
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        };
+    }
+
+    /// Stores the accumulators of groups `g`, `g + 1` (when `two`) for token block `b` into `out`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    fn scatter(g: usize, two: bool, b: usize, acts: &Bf16Acts, out: &mut Out) {
+        // Whole tiles go straight to a token-major output.
+        let direct = [(0, 0), (1, 0), (0, 1), (1, 1)]
+            .map(|(h, j)| out.tile16(b * T + 16 * h, (g + j) * ROWS));
+        if direct
+            .iter()
+            .take(2 + 2 * two as usize)
+            .all(Option::is_some)
+        {
+            let [d0, d1, d2, d3] = direct.map(|d| d.unwrap_or(direct[0].unwrap()));
+            // SAFETY: the tiles are configured; each block is inside the output (`tile16`).
+            unsafe {
+                asm!(
+                    "tilestored [{c0} + {s0}*1], tmm0",
+                    "tilestored [{c1} + {s1}*1], tmm1",
+                    c0 = in(reg) d0.0,
+                    c1 = in(reg) d1.0,
+                    s0 = in(reg) d0.1,
+                    s1 = in(reg) d1.1,
+                    options(nostack)
+                );
+                if two {
+                    asm!(
+                        "tilestored [{c2} + {s2}*1], tmm2",
+                        "tilestored [{c3} + {s3}*1], tmm3",
+                        c2 = in(reg) d2.0,
+                        c3 = in(reg) d3.0,
+                        s2 = in(reg) d2.1,
+                        s3 = in(reg) d3.1,
+                        options(nostack)
+                    );
+                }
+            }
+            return;
+        }
+        let mut c = std::mem::MaybeUninit::<[Line; 4 * TILE_LINES]>::uninit();
+        let cp = c.as_mut_ptr() as *mut u8;
+        // SAFETY: the tiles are configured (every caller holds `Tiles`); `c` holds 4 tiles,
+        // which the stores fill completely.
+        let c = unsafe {
+            asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                "tilestored [{c2} + {s}*1], tmm2",
+                "tilestored [{c3} + {s}*1], tmm3",
+                c0 = in(reg) cp,
+                c1 = in(reg) cp.add(1024),
+                c2 = in(reg) cp.add(2048),
+                c3 = in(reg) cp.add(3072),
+                s = in(reg) 64usize,
+                options(nostack)
+            );
+            c.assume_init()
+        };
+        // Result tile (token half h, group j) is c[2j + h]: row = token, lane = row.
+        for j in 0..1 + two as usize {
+            let r0 = (g + j) * ROWS;
+            for t in 0..T.min(acts.n_tok - b * T) {
+                let line = &c[(2 * j + t / 16) * TILE_LINES + t % 16];
+                // SAFETY: a line holds 16 f32.
+                let v = unsafe { _mm512_load_ps(line.0.as_ptr().cast()) };
+                let tok = b * T + t;
+                match out.lanes16(tok, r0) {
+                    // SAFETY: `lanes16` gives room for 16 floats.
+                    Some(dst) => unsafe { _mm512_storeu_ps(dst, v) },
+                    None => {
+                        let mut lanes = [0f32; ROWS];
+                        // SAFETY: `lanes` holds 16 floats.
+                        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+                        out.put(tok, r0, &lanes);
                     }
                 }
             }
@@ -444,36 +570,78 @@ mod tiles {
         }
     }
 
+    /// A per-row value (16 lanes, row r in lane r) spread over the lanes of two row-pair
+    /// vectors: lanes 2i and 2i + 1 of `[0]` hold row i, of `[1]` row 8 + i.
+    #[derive(Clone, Copy)]
+    struct Pairs([__m512; 2]);
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pairs(v: __m512, factor: f32) -> Pairs {
+        let lo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+        let hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+        let f = _mm512_set1_ps(factor);
+        Pairs([
+            _mm512_mul_ps(_mm512_permutexvar_ps(lo, v), f),
+            _mm512_mul_ps(_mm512_permutexvar_ps(hi, v), f),
+        ])
+    }
+
+    /// [`emit`]'s scale: a quant sits in the top byte of its lane (`q·2²⁴`), which the scale
+    /// undoes exactly.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn scale_pairs(scale: __m512) -> Pairs {
+        pairs(scale, 1.0 / (1 << 24) as f32)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn bias_pairs(bias: __m512) -> Pairs {
+        pairs(bias, 1.0)
+    }
+
     /// Writes the 4 columns of one packed line (16 rows × 4 signed values `v`, byte `i` of
     /// dword `r` = row r's column `k0 + i`) as `q·scale − bias` (per row) in bf16 into the
     /// panel rows for column pairs `k0/2` and `k0/2 + 1` (`dst` = the first of those lines).
+    ///
+    /// One byte permute puts each (row, column) quant in the top byte of the lane its bf16 pair
+    /// needs, so the float conversion, the scaling and the bf16 packing need no further shuffles.
     #[inline]
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
-    fn emit(v: __m512i, scale: __m512, bias: __m512, dst: *mut Line) {
-        let col = |x: __m512i| _mm512_fmsub_ps(_mm512_cvtepi32_ps(x), scale, bias);
-        let c0 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)));
-        let c1 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)));
-        let c2 = col(_mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)));
-        let c3 = col(_mm512_srai_epi32::<24>(v));
-        // cvtne2ps gives [b as bf16 ×16, a as bf16 ×16]; interleave to (k, k+1) per row.
-        let idx = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
-            4, 19, 3, 18, 2, 17, 1, 16, 0,
-        );
-        let pair = |lo: __m512, hi: __m512| {
-            let p: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo)) };
-            _mm512_permutexvar_epi16(idx, p)
-        };
-        // SAFETY: the caller gives two whole lines at `dst`.
-        unsafe {
-            _mm512_store_si512(dst.cast(), pair(c0, c1));
-            _mm512_store_si512(dst.add(1).cast(), pair(c2, c3));
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+    fn emit(v: __m512i, scale: &Pairs, bias: &Pairs, dst: *mut Line) {
+        // Lane i of output line l, half h: row 8h + i/2, column 2l + i%2, i.e. byte
+        // 4(8h + i/2) + 2l + i%2 of `v`, moved to byte 4i + 3 (the others zeroed).
+        const fn index(l: usize, h: usize) -> [i8; 64] {
+            let mut idx = [0i8; 64];
+            let mut i = 0;
+            while i < 16 {
+                idx[4 * i + 3] = (4 * (8 * h + i / 2) + 2 * l + i % 2) as i8;
+                i += 1;
+            }
+            idx
+        }
+        const IDX: [[[i8; 64]; 2]; 2] = [[index(0, 0), index(0, 1)], [index(1, 0), index(1, 1)]];
+        const TOP: __mmask64 = 0x8888_8888_8888_8888;
+        for (l, idx) in IDX.iter().enumerate() {
+            let half = |h: usize| {
+                // SAFETY: 64 bytes of index.
+                let ix = unsafe { _mm512_loadu_si512(idx[h].as_ptr().cast()) };
+                let q = _mm512_maskz_permutexvar_epi8(TOP, ix, v);
+                _mm512_fmsub_ps(_mm512_cvtepi32_ps(q), scale.0[h], bias.0[h])
+            };
+            let (lo, hi) = (half(0), half(1));
+            // SAFETY: the caller gives two whole lines at `dst`.
+            unsafe {
+                let p: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_store_si512(dst.add(l).cast(), p);
+            }
         }
     }
 
     /// The panel of one group: per step of 32 columns, one B tile of 16 lines, line `kk`
     /// holding columns `2kk, 2kk + 1` of the 16 rows (row r at bf16 pair r).
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
     fn dequant_group(ty: GgmlType, group: &[u8], steps: usize, panel: &mut [Line]) {
         assert!(panel.len() >= steps * TILE_LINES);
         let dst = panel.as_mut_ptr();
@@ -483,12 +651,12 @@ mod tiles {
         };
         let m4 = _mm512_set1_epi8(0x0f);
         let eight = _mm512_set1_epi8(8);
-        let zero = _mm512_setzero_ps();
+        let zero = Pairs([_mm512_setzero_ps(); 2]);
         match ty {
             GgmlType::Q4_0 => {
                 let bb = super::super::q4_0::GROUP_BLOCK_BYTES;
                 for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
-                    let d = halves(p, 64 * 4);
+                    let d = scale_pairs(halves(p, 64 * 4));
                     for j in 0..4 {
                         let x = line(p, j);
                         let lo = _mm512_sub_epi8(_mm512_and_si512(x, m4), eight);
@@ -496,8 +664,8 @@ mod tiles {
                             _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(x), m4), eight);
                         // Columns 4j.. (lines 2j, 2j+1) and 16 + 4j.. (lines 8 + 2j, 9 + 2j).
                         let at = unsafe { dst.add(b * TILE_LINES) };
-                        emit(lo, d, zero, unsafe { at.add(2 * j) });
-                        emit(hi, d, zero, unsafe { at.add(8 + 2 * j) });
+                        emit(lo, &d, &zero, unsafe { at.add(2 * j) });
+                        emit(hi, &d, &zero, unsafe { at.add(8 + 2 * j) });
                     }
                 }
             }
@@ -509,7 +677,7 @@ mod tiles {
                     .enumerate()
                     .take(steps)
                 {
-                    let d = halves(p, D);
+                    let d = scale_pairs(halves(p, D));
                     let mask =
                         |i: usize| u64::from_le_bytes(p[MASKS + 8 * i..][..8].try_into().unwrap());
                     for j in 0..4 {
@@ -519,10 +687,10 @@ mod tiles {
                         let lo = _mm512_mask_add_epi8(lo, mask(2 * j), lo, sixteen);
                         let hi = _mm512_mask_add_epi8(hi, mask(2 * j + 1), hi, sixteen);
                         let at = unsafe { dst.add(b * TILE_LINES) };
-                        emit(_mm512_sub_epi8(lo, sixteen), d, zero, unsafe {
+                        emit(_mm512_sub_epi8(lo, sixteen), &d, &zero, unsafe {
                             at.add(2 * j)
                         });
-                        emit(_mm512_sub_epi8(hi, sixteen), d, zero, unsafe {
+                        emit(_mm512_sub_epi8(hi, sixteen), &d, &zero, unsafe {
                             at.add(8 + 2 * j)
                         });
                     }
@@ -532,10 +700,10 @@ mod tiles {
                 let bb = super::super::q8_0::GROUP_BLOCK_BYTES;
                 let flip = _mm512_set1_epi8(-128);
                 for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
-                    let d = halves(p, 64 * 8);
+                    let d = scale_pairs(halves(p, 64 * 8));
                     for j in 0..8 {
                         let q = _mm512_xor_si512(line(p, j), flip);
-                        emit(q, d, zero, unsafe { dst.add(b * TILE_LINES + 2 * j) });
+                        emit(q, &d, &zero, unsafe { dst.add(b * TILE_LINES + 2 * j) });
                     }
                 }
             }
@@ -567,9 +735,10 @@ mod tiles {
                                             p[SC + (k0 / 16) * ROWS..][..16].as_ptr().cast(),
                                         ))
                                     };
-                                    let scale = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+                                    let scale =
+                                        scale_pairs(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
                                     let at = (8 * s + k0 / 32) * TILE_LINES + 2 * (k0 % 32 / 4);
-                                    emit(q, scale, zero, unsafe { dst.add(at) });
+                                    emit(q, &scale, &zero, unsafe { dst.add(at) });
                                 }
                             }
                         }
@@ -588,8 +757,8 @@ mod tiles {
                     for c in 0..4 {
                         for half in 0..2 {
                             let sub = 2 * c + half;
-                            let scale = _mm512_mul_ps(d, bytes16(p, SC + sub * ROWS));
-                            let bias = _mm512_mul_ps(dmin, bytes16(p, MN + sub * ROWS));
+                            let scale = scale_pairs(_mm512_mul_ps(d, bytes16(p, SC + sub * ROWS)));
+                            let bias = bias_pairs(_mm512_mul_ps(dmin, bytes16(p, MN + sub * ROWS)));
                             for j in 0..8 {
                                 let x = line(p, c * 8 + j);
                                 let q = if half == 0 {
@@ -599,7 +768,7 @@ mod tiles {
                                 };
                                 // Sub-block `sub` is step 8s + sub; column 4j.. → lines 2j, 2j+1.
                                 let at = unsafe { dst.add((8 * s + sub) * TILE_LINES + 2 * j) };
-                                emit(q, scale, bias, at);
+                                emit(q, &scale, &bias, at);
                             }
                         }
                     }
@@ -627,7 +796,20 @@ mod tests {
             GgmlType::Q6K,
             GgmlType::Q8_0,
         ] {
-            for (rows, cols, n_tok) in [(16, 256, 1), (40, 512, 45), (200, 2048, 70)] {
+            // One token block (steps made and used chunk by chunk), whole or partial tiles, and
+            // several blocks over runs of groups; 672 columns = 21 steps for the 32-blocks.
+            let odd = if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
+                768
+            } else {
+                672
+            };
+            for (rows, cols, n_tok) in [
+                (16, 256, 1),
+                (64, odd, 32),
+                (40, 1280, 20),
+                (40, 512, 45),
+                (200, 2048, 70),
+            ] {
                 let c = Case::new(ty, rows, cols, n_tok);
                 let x: Vec<f32> = (0..n_tok * cols)
                     .map(|i| (i as f32 * 0.13).cos() * 3.0)

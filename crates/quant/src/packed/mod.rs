@@ -204,6 +204,15 @@ impl Out {
             .then(|| unsafe { self.ptr.add(t * self.t_stride + r0) })
     }
 
+    /// Where the 16 × 16 block of tokens `t0..t0 + 16` and rows `r0..r0 + 16` is, with the
+    /// distance between its tokens in bytes, when it is a token-major block inside the output.
+    #[inline]
+    pub(crate) fn tile16(&mut self, t0: usize, r0: usize) -> Option<(*mut f32, usize)> {
+        (self.r_stride == 1 && t0 + 16 <= self.n_tok && r0 + ROWS <= self.rows)
+            // SAFETY: the whole block is inside the output (checked).
+            .then(|| unsafe { (self.ptr.add(t0 * self.t_stride + r0), self.t_stride * 4) })
+    }
+
     /// Writes rows `r0..r0 + vals.len()` of token `t` (clipped to the rows of this output).
     #[inline]
     pub(crate) fn put(&mut self, t: usize, r0: usize, vals: &[f32]) {
