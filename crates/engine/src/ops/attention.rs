@@ -18,7 +18,7 @@ use hearth_gguf::GgmlType;
 
 use super::{act, f16};
 use crate::kv_cache::{KvType, as_bytes};
-use crate::threads::Threads;
+use crate::threads::{SendPtr, Threads};
 
 /// Flash attention on (llama.cpp's default on CPU) or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,65 +102,54 @@ pub fn attend(
     out: &mut [f32],
 ) {
     let (n_tok, n_head, hd) = (positions.len(), heads.n_head, heads.head_dim);
-    // Head-major scratch, so that a piece of work is a run of tokens of one head.
-    let mut tmp = vec![0f32; n_head * n_tok * hd];
+    assert_eq!(out.len(), n_tok * n_head * hd);
     let align = if kernel == Kernel::FlashTiled {
         TILE_Q
     } else {
         1
     };
     let f32kv = (kernel == Kernel::FlashTiled).then(|| F32Kv::new(threads, heads, positions, kv));
-    threads.chunks(&mut tmp, hd, align, |first, piece| {
-        let rows = piece.len() / hd;
+    // Work items are head-major (a piece is a run of tokens of one head); each writes its own
+    // `[t][h]` row of `out`.
+    let base = SendPtr(out.as_mut_ptr());
+    threads.ranges(n_head * n_tok, align, |first, rows| {
+        let base = &base;
+        let dst = |t: usize, h: usize| {
+            // SAFETY: row (t, h) is inside `out` (length asserted) and belongs to one item,
+            // which only this call computes; `out` outlives the loop.
+            unsafe { std::slice::from_raw_parts_mut(base.0.add((t * n_head + h) * hd), hd) }
+        };
         let mut i = 0;
         while i < rows {
             let item = first + i;
             let (h, t0) = (item / n_tok, item % n_tok);
             // A run of the same head, at most one query tile.
             let run = (rows - i).min(n_tok - t0).min(TILE_Q);
-            let dst = &mut piece[i * hd..(i + run) * hd];
             let qrow = |t: usize| &q[(t * n_head + h) * hd..][..hd];
             match kernel {
                 Kernel::FlashVec => {
-                    for r in 0..run {
-                        let t = t0 + r;
-                        flash_vec(
-                            heads,
-                            h,
-                            qrow(t),
-                            positions[t],
-                            kv,
-                            &mut dst[r * hd..][..hd],
-                        );
+                    for (t, &pos) in positions.iter().enumerate().skip(t0).take(run) {
+                        flash_vec(heads, h, qrow(t), pos, kv, dst(t, h));
                     }
                 }
                 Kernel::Standard => {
-                    for r in 0..run {
-                        let t = t0 + r;
-                        standard(
-                            heads,
-                            h,
-                            qrow(t),
-                            positions[t],
-                            kv,
-                            &mut dst[r * hd..][..hd],
-                        );
+                    for (t, &pos) in positions.iter().enumerate().skip(t0).take(run) {
+                        standard(heads, h, qrow(t), pos, kv, dst(t, h));
                     }
                 }
                 Kernel::FlashTiled => {
                     let qs: Vec<&[f32]> = (t0..t0 + run).map(qrow).collect();
                     let f32kv = f32kv.as_ref().expect("converted above");
-                    flash_tiled(heads, h, &qs, &positions[t0..t0 + run], f32kv, dst);
+                    let mut tile = vec![0f32; run * hd];
+                    flash_tiled(heads, h, &qs, &positions[t0..t0 + run], f32kv, &mut tile);
+                    for (r, row) in tile.chunks_exact(hd).enumerate() {
+                        dst(t0 + r, h).copy_from_slice(row);
+                    }
                 }
             }
             i += run;
         }
     });
-    for h in 0..n_head {
-        for t in 0..n_tok {
-            out[(t * n_head + h) * hd..][..hd].copy_from_slice(&tmp[(h * n_tok + t) * hd..][..hd]);
-        }
-    }
 }
 
 /// One layer's K and V converted to f32 once for every head and query tile of a batch: K as
