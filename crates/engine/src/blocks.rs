@@ -47,6 +47,9 @@ pub(crate) struct Step<'a> {
     pub out_rows: &'a [usize],
     /// Where activation buffers come from and go back to (see [`Buffers`]).
     pub bufs: &'a Buffers,
+    /// The cos/sin of every position of the step, per distinct rotation (Gemma 3 has two:
+    /// local and global layers), made once for all the layers that share it.
+    pub rope_caches: Vec<(rope::Rope, std::sync::Arc<[f32]>)>,
 }
 
 impl Step<'_> {
@@ -80,6 +83,30 @@ impl Step<'_> {
     fn project(&self, il: usize, layer: &Layer, t: Target, x: &[f32]) -> Result<Vec<f32>> {
         let (w, b) = layer.matrix(t);
         self.linear(Site::Layer(il, t), w, b, x)
+    }
+
+    /// [`project`](Self::project) for several matrices of `layer` that multiply the same `x`,
+    /// in one pass over the threads ([`matmul::matmul_many`]).
+    fn project_many<const N: usize>(
+        &self,
+        il: usize,
+        layer: &Layer,
+        targets: [Target; N],
+        x: &[f32],
+    ) -> Result<[Vec<f32>; N]> {
+        let n = x.len() / layer.matrix(targets[0]).0.cols;
+        let bytes = self.m.bytes();
+        let ws = targets.map(|t| layer.matrix(t).0.view(bytes));
+        let mut ys = ws.map(|w| self.bufs.take(n * w.rows));
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+        matmul::matmul_many(&self.m.threads, &ws, x, &mut outs)?;
+        for (t, y) in targets.into_iter().zip(ys.iter_mut()) {
+            self.lora(Site::Layer(il, t), x, y)?;
+            if let Some(b) = layer.matrix(t).1 {
+                ops::add_bias(y, b);
+            }
+        }
+        Ok(ys)
     }
 
     /// `y += s·(alpha/r)·B·(A·x)` for each adapter that targets `site`, on the rows of the
@@ -166,22 +193,20 @@ impl Step<'_> {
     pub fn attention(&mut self, il: usize, layer: &Layer, x: &[f32]) -> Result<Vec<f32>> {
         let hp = &self.m.hp;
         let (hd, eps) = (hp.head_dim, hp.rms_eps);
-        let mut q = self.project(il, layer, Target::AttnQ, x)?;
-        let mut k = self.project(il, layer, Target::AttnK, x)?;
-        let v = self.project(il, layer, Target::AttnV, x)?;
+        let [mut q, mut k, v] =
+            self.project_many(il, layer, [Target::AttnQ, Target::AttnK, Target::AttnV], x)?;
         // Per token: the head norms, then RoPE (tokens split across threads).
         let rope = &hp.rope[il];
-        let positions = &self.positions;
+        let cache = self.rope_cache(rope);
+        let nd = rope.n_dims;
         let norm_rope = |x: &mut Vec<f32>, width: usize, w: Option<&Vec<f32>>| {
             self.m.threads.chunks(x, width, 1, |t0, piece| {
-                let mut cache = vec![0f32; rope.n_dims];
                 for (i, row) in piece.chunks_exact_mut(width).enumerate() {
                     if let Some(w) = w {
                         row.chunks_exact_mut(hd)
                             .for_each(|h| norm::rms_norm_in_place(h, w, eps));
                     }
-                    rope.cache(positions[t0 + i] as i32, &mut cache);
-                    rope::rotate(rope, &cache, row, hd);
+                    rope::rotate(rope, &cache[(t0 + i) * nd..][..nd], row, hd);
                 }
             });
         };
@@ -227,12 +252,29 @@ impl Step<'_> {
         y
     }
 
+    /// [`rope::Rope::cache`] of every position of the step for `rope`, computed on first use.
+    fn rope_cache(&mut self, rope: &rope::Rope) -> std::sync::Arc<[f32]> {
+        if let Some((_, c)) = self.rope_caches.iter().find(|(r, _)| r == rope) {
+            return c.clone();
+        }
+        let nd = rope.n_dims;
+        let mut c = vec![0f32; self.positions.len() * nd];
+        let positions = &self.positions;
+        self.m.threads.chunks(&mut c, nd, 1, |t0, piece| {
+            for (i, cell) in piece.chunks_exact_mut(nd).enumerate() {
+                rope.cache(positions[t0 + i] as i32, cell);
+            }
+        });
+        let c: std::sync::Arc<[f32]> = c.into();
+        self.rope_caches.push((rope.clone(), c.clone()));
+        c
+    }
+
     /// The gated MLP on normed input `x`. The gate's buffer takes `act(gate) * up` in place and
     /// `up` is freed before the down projection, so a long batch holds two `n_ff`-wide buffers
     /// at most.
     pub fn mlp(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
-        let up = self.project(il, layer, Target::FfnUp, x)?;
-        let mut h = self.project(il, layer, Target::FfnGate, x)?;
+        let [up, mut h] = self.project_many(il, layer, [Target::FfnUp, Target::FfnGate], x)?;
         let n_ff = layer.up.rows;
         // Tokens split across threads (a row at a time: the same per-row function).
         self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {

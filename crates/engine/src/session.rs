@@ -350,6 +350,7 @@ impl<'m> Session<'m> {
                 positions,
                 out_rows: &out_rows,
                 bufs: &self.bufs,
+                rope_caches: Vec::new(),
             };
             let logits = match models::forward(&mut step) {
                 Ok(l) => l,
@@ -415,6 +416,7 @@ pub fn decode_batch(items: &mut [(&mut Session<'_>, u32)]) -> Result<Vec<Vec<f32
         positions,
         out_rows: &out_rows,
         bufs: &bufs,
+        rope_caches: Vec::new(),
     };
     let logits = models::forward(&mut step)?;
     drop(step);

@@ -59,8 +59,8 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
     if n_tok == 0 {
         return Ok(());
     }
-    if let Some(packed) = w.packed {
-        return packed_rows(threads, w, packed, x, n_tok, out);
+    if w.packed.is_some() {
+        return packed_rows(threads, &[w], x, n_tok, &mut [out]);
     }
     let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
     let rb = w.row_bytes();
@@ -163,78 +163,146 @@ fn by_rows(
     }
 }
 
-/// A matrix repacked in 16-row groups (`hearth_quant::packed`: llama.cpp's repacked orders
-/// for Q4_0/Q4_K, the tiled one for Q6_K, hearth's block order for Q5_0/Q8_0).
-fn packed_rows(
+/// `outs[i] = ws[i] · x` for matrices that multiply the same activations (a layer's Q, K and V;
+/// its gate and up): where all are packed and take the same kind of kernel, the activations are
+/// prepared once per format and the rows of all the matrices are split across the threads in
+/// one pass (one wake-up of the pool instead of one per matrix, and balanced over the sum);
+/// otherwise one product after another. The same results as [`matmul`] on each.
+pub fn matmul_many(
     threads: &Threads,
-    w: MatRef,
-    packed: &[u8],
+    ws: &[MatRef],
     x: &[f32],
-    n_tok: usize,
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
 ) -> Result<()> {
-    use hearth_quant::packed::{self, ROWS, amx_bf16, q4_0, q4_k, q5_0, q6_k, q8_0};
-    let gb = packed::packed_bytes(w.ty, ROWS, w.cols)?;
-    let isa = hearth_quant::active_isa();
-    if w.fast && n_tok >= AMX_MIN_TOKENS && isa >= Isa::Amx && amx_bf16::supported(w.ty) {
-        let acts = amx_bf16::Bf16Acts::quantized_like(w.ty, x, w.cols, |n, fill| {
-            threads.ranges(n, 1, fill)
-        })?;
-        return each_range(threads, w, packed, gb, n_tok, out, |g, o| {
-            amx_bf16::product(isa, w.ty, g, w.cols, &acts, o)
-        });
-    }
-    let acts = packed::Acts::new(w.ty, w.cols, quantize_rows(threads, w.ty, x, w.cols)?)?;
-    let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
-    if out.len() != n_tok * w.rows {
-        return Err(QuantError::Length {
-            ty: GgmlType::F32,
-            what: "the output",
-            unit: "floats",
-            expected: n_tok * w.rows,
-            got: out.len(),
+    assert_eq!(ws.len(), outs.len());
+    let Some(first) = ws.first() else {
+        return Ok(());
+    };
+    let n_tok = x.len() / first.cols;
+    let same_kernels = n_tok > 0
+        && ws
+            .iter()
+            .all(|w| w.packed.is_some() && w.cols == first.cols)
+        && ws
+            .iter()
+            .all(|w| takes_tiles(w, n_tok) == takes_tiles(first, n_tok));
+    if !same_kernels {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            matmul(threads, *w, x, out)?;
         }
-        .into());
+        return Ok(());
     }
-    each_range(threads, w, packed, gb, n_tok, out, |g, o| match w.ty {
-        GgmlType::Q4K => q4_k::gemm(g, w.cols, &acts, n_gemm, o),
-        GgmlType::Q5_0 => q5_0::gemm(g, w.cols, &acts, o),
-        GgmlType::Q8_0 => q8_0::gemm(g, w.cols, &acts, o),
-        GgmlType::Q6K => q6_k::gemm(g, w.cols, &acts, o),
-        _ => q4_0::gemm(g, w.cols, &acts, o),
-    })
+    packed_rows(threads, ws, x, n_tok, outs)
 }
 
-/// Prompts of at least this many tokens take the AMX tiles: each product dequantizes its
-/// weights to bf16 once, which few tokens do not repay (measured on Gemma 3 270M, 2 threads:
-/// VNNI wins at 16 tokens, tiles win from 32 on: pp32 760-870 t/s against 540-680).
-const AMX_MIN_TOKENS: usize = 32;
+/// Whether a product of `n_tok` tokens with `w` runs on AMX's bf16 tiles.
+fn takes_tiles(w: &MatRef, n_tok: usize) -> bool {
+    w.fast
+        && n_tok >= AMX_MIN_TOKENS
+        && hearth_quant::active_isa() >= Isa::Amx
+        && hearth_quant::packed::amx_bf16::supported(w.ty)
+}
 
-/// Runs `product(groups, out)` on each thread's range of 16-row groups of a packed matrix
-/// (`gb` bytes per group), each writing its rows of the token-major `out` in place.
-fn each_range(
+/// Activations prepared for the packed kernels of one partner format.
+enum Prepared {
+    Tiles(hearth_quant::packed::amx_bf16::Bf16Acts),
+    Ints(hearth_quant::packed::Acts),
+}
+
+/// Matrices repacked in 16-row groups (`hearth_quant::packed`: llama.cpp's repacked orders
+/// for Q4_0/Q4_K, the tiled one for Q6_K, hearth's block order for Q5_0/Q8_0), all with the
+/// same columns and all on tiles or all not ([`takes_tiles`]); `outs[i]` token-major.
+fn packed_rows(
     threads: &Threads,
-    w: MatRef,
-    packed: &[u8],
-    gb: usize,
+    ws: &[MatRef],
+    x: &[f32],
     n_tok: usize,
-    out: &mut [f32],
-    product: impl Fn(&[u8], &mut hearth_quant::packed::Out) -> Result<(), QuantError> + Sync,
+    outs: &mut [&mut [f32]],
 ) -> Result<()> {
-    use hearth_quant::packed::{Out, ROWS};
-    // The kernels write through strides, so each thread writes its column range of the
-    // token-major output in place: no row-major scratch and transpose.
+    use hearth_quant::packed::{self, Out, ROWS, amx_bf16, q4_0, q4_k, q5_0, q6_k, q8_0};
+    let isa = hearth_quant::active_isa();
+    let tiles = takes_tiles(&ws[0], n_tok);
+    let cols = ws[0].cols;
+    // One preparation per partner format (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K for Q4_K/Q6_K).
+    let mut preps: Vec<(GgmlType, Prepared)> = Vec::new();
+    let mut which = Vec::with_capacity(ws.len());
+    for w in ws {
+        let format = hearth_quant::vec_dot_type(w.ty)?;
+        let i = match preps.iter().position(|(f, _)| *f == format) {
+            Some(i) => i,
+            None => {
+                let prep = if tiles {
+                    Prepared::Tiles(amx_bf16::Bf16Acts::quantized_like(
+                        w.ty,
+                        x,
+                        cols,
+                        |n, fill| threads.ranges(n, 1, fill),
+                    )?)
+                } else {
+                    let q = quantize_rows(threads, w.ty, x, cols)?;
+                    Prepared::Ints(packed::Acts::new(w.ty, cols, q)?)
+                };
+                preps.push((format, prep));
+                preps.len() - 1
+            }
+        };
+        which.push(i);
+    }
+    // Each matrix's groups, numbered across all of them.
+    let mut first_group = Vec::with_capacity(ws.len() + 1);
+    let mut n_groups = 0;
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        if out.len() != n_tok * w.rows {
+            return Err(QuantError::Length {
+                ty: GgmlType::F32,
+                what: "the output",
+                unit: "floats",
+                expected: n_tok * w.rows,
+                got: out.len(),
+            }
+            .into());
+        }
+        first_group.push(n_groups);
+        n_groups += w.rows.div_ceil(ROWS);
+    }
+    first_group.push(n_groups);
+    let gbs = ws
+        .iter()
+        .map(|w| packed::packed_bytes(w.ty, ROWS, w.cols))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n_gemm = if n_tok > 1 { n_tok - n_tok % 4 } else { 0 };
+    let bases: Vec<SendPtr<f32>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
     let err = std::sync::Mutex::new(None);
-    let base = SendPtr(out.as_mut_ptr());
-    threads.ranges(w.rows, ROWS, |r0, n| {
-        let g = &packed[r0 / ROWS * gb..(r0 + n).div_ceil(ROWS) * gb];
-        let base = &base;
-        // SAFETY: (t, r0 + r) for t < n_tok, r < n lies inside `out` (length checked above);
-        // the ranges handed to the threads are disjoint and `out` stays borrowed until all
-        // are done.
-        let o = &mut unsafe { Out::from_raw(base.0.add(r0), w.rows, 1, n, n_tok) };
-        if let Err(e) = product(g, o) {
-            *err.lock().unwrap() = Some(e);
+    // The kernels write through strides, so each thread writes its column range of each
+    // token-major output in place: no row-major scratch and transpose.
+    threads.ranges(n_groups, 1, |a, n| {
+        let bases = &bases;
+        for (i, w) in ws.iter().enumerate() {
+            let (lo, hi) = (first_group[i].max(a), first_group[i + 1].min(a + n));
+            if lo >= hi {
+                continue;
+            }
+            let (g0, g1) = (lo - first_group[i], hi - first_group[i]);
+            let (r0, r1) = (g0 * ROWS, (g1 * ROWS).min(w.rows));
+            let packed = w.packed.expect("checked by the callers");
+            let g = &packed[g0 * gbs[i]..g1 * gbs[i]];
+            // SAFETY: (t, r) for t < n_tok, r0 <= r < r1 lies inside output i (length checked
+            // above); the group ranges handed to the threads are disjoint and the outputs stay
+            // borrowed until all are done.
+            let o = &mut unsafe { Out::from_raw(bases[i].0.add(r0), w.rows, 1, r1 - r0, n_tok) };
+            let done = match &preps[which[i]].1 {
+                Prepared::Tiles(acts) => amx_bf16::product(isa, w.ty, g, w.cols, acts, o),
+                Prepared::Ints(acts) => match w.ty {
+                    GgmlType::Q4K => q4_k::gemm(g, w.cols, acts, n_gemm, o),
+                    GgmlType::Q5_0 => q5_0::gemm(g, w.cols, acts, o),
+                    GgmlType::Q8_0 => q8_0::gemm(g, w.cols, acts, o),
+                    GgmlType::Q6K => q6_k::gemm(g, w.cols, acts, o),
+                    _ => q4_0::gemm(g, w.cols, acts, o),
+                },
+            };
+            if let Err(e) = done {
+                *err.lock().unwrap() = Some(e);
+            }
         }
     });
     match err.into_inner().unwrap() {
@@ -242,6 +310,11 @@ fn each_range(
         None => Ok(()),
     }
 }
+
+/// Prompts of at least this many tokens take the AMX tiles: each product dequantizes its
+/// weights to bf16 once, which few tokens do not repay (measured on Gemma 3 270M, 2 threads:
+/// VNNI wins at 16 tokens, tiles win from 32 on: pp32 760-870 t/s against 540-680).
+const AMX_MIN_TOKENS: usize = 32;
 
 thread_local! {
     /// The row-major scratch of the batched products, kept between calls: a fresh 16 MB

@@ -13,7 +13,7 @@ pub enum RopeMode {
 }
 
 /// Everything that fixes a rotation, for one layer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Rope {
     pub mode: RopeMode,
     /// Rotated dimensions (the first `n_dims` of each head).
