@@ -169,10 +169,9 @@ mod simd {
             // SAFETY (raw loads below): `p` is one whole packed block and `y` one whole Q8_0
             // block of a token t < nt (asserted above); offsets stay inside them.
             let p = unsafe { group.as_ptr().add(b * GROUP_BLOCK_BYTES) };
-            // Fetch 16 blocks (5-9 KiB) ahead while this one computes: a decode step streams
-            // through every weight once (a batch finds them in cache).
-            for line in (0..GROUP_BLOCK_BYTES).step_by(64).filter(|_| prefetch) {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16 * GROUP_BLOCK_BYTES + line).cast());
+            // A decode step streams through every weight once (a batch finds them in cache).
+            if prefetch {
+                crate::packed::prefetch_ahead(p, GROUP_BLOCK_BYTES, 16 * GROUP_BLOCK_BYTES);
             }
             let w: [__m512i; 8] =
                 std::array::from_fn(|j| unsafe { _mm512_loadu_si512(p.add(j * 64).cast()) });
