@@ -20,7 +20,8 @@ pub enum Isa {
     Avx512 = 2,
     /// AVX-512 VNNI (`vpdpbusd`) on top of `Avx512`.
     Avx512Vnni = 3,
-    /// AMX tiles (int8) on top of `Avx512Vnni` (see [`crate::amx`]).
+    /// AMX tiles on top of `Avx512Vnni`, with AVX-512 BF16 and VBMI (the bf16 tile products
+    /// convert and place their operands with them; see [`crate::amx`]).
     Amx = 4,
 }
 
