@@ -72,11 +72,18 @@ impl Step<'_> {
     /// `W·x (+ each adapter's update) (+ b)`, `W` being the matrix at `site`.
     fn linear(&self, site: Site, w: &Matrix, b: Option<&Vec<f32>>, x: &[f32]) -> Result<Vec<f32>> {
         let mut y = self.matmul(w, x)?;
-        self.lora(site, x, &mut y)?;
-        if let Some(b) = b {
-            ops::add_bias(&mut y, b);
-        }
+        self.finish(site, b, x, &mut y)?;
         Ok(y)
+    }
+
+    /// What follows the product `y = W·x` of the matrix at `site`: each adapter's update, then
+    /// the bias.
+    fn finish(&self, site: Site, b: Option<&Vec<f32>>, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.lora(site, x, y)?;
+        if let Some(b) = b {
+            ops::add_bias(y, b);
+        }
+        Ok(())
     }
 
     /// [`linear`](Self::linear) with the matrix of `layer` (number `il`) that `t` names.
@@ -101,10 +108,7 @@ impl Step<'_> {
         let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
         matmul::matmul_many(&self.m.threads, &ws, x, &mut outs)?;
         for (t, y) in targets.into_iter().zip(ys.iter_mut()) {
-            self.lora(Site::Layer(il, t), x, y)?;
-            if let Some(b) = layer.matrix(t).1 {
-                ops::add_bias(y, b);
-            }
+            self.finish(Site::Layer(il, t), layer.matrix(t).1, x, y)?;
         }
         Ok(ys)
     }

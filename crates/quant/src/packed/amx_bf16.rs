@@ -479,60 +479,47 @@ mod tiles {
         };
     }
 
+    /// Stores tile `$tile` to 16 lines at `$dst`, `$stride` bytes apart.
+    macro_rules! tilestored {
+        ($tile:literal, $dst:expr, $stride:expr) => {
+            asm!(
+                concat!("tilestored [{d} + {s}*1], ", $tile),
+                d = in(reg) $dst,
+                s = in(reg) $stride,
+                options(nostack)
+            )
+        };
+    }
+
     /// Stores the accumulators of groups `g`, `g + 1` (when `two`) for token block `b` into `out`.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")]
     fn scatter(g: usize, two: bool, b: usize, acts: &Bf16Acts, out: &mut Out) {
         // Whole tiles go straight to a token-major output.
         let direct = [(0, 0), (1, 0), (0, 1), (1, 1)]
             .map(|(h, j)| out.tile16(b * T + 16 * h, (g + j) * ROWS));
-        if direct
-            .iter()
-            .take(2 + 2 * two as usize)
-            .all(Option::is_some)
+        if let [Some(d0), Some(d1), d2, d3] = direct
+            && (!two || (d2.is_some() && d3.is_some()))
         {
-            let [d0, d1, d2, d3] = direct.map(|d| d.unwrap_or(direct[0].unwrap()));
-            // SAFETY: the tiles are configured; each block is inside the output (`tile16`).
+            // SAFETY: the tiles are configured (every caller holds `Tiles`); each block is
+            // inside the output (`tile16`).
             unsafe {
-                asm!(
-                    "tilestored [{c0} + {s0}*1], tmm0",
-                    "tilestored [{c1} + {s1}*1], tmm1",
-                    c0 = in(reg) d0.0,
-                    c1 = in(reg) d1.0,
-                    s0 = in(reg) d0.1,
-                    s1 = in(reg) d1.1,
-                    options(nostack)
-                );
-                if two {
-                    asm!(
-                        "tilestored [{c2} + {s2}*1], tmm2",
-                        "tilestored [{c3} + {s3}*1], tmm3",
-                        c2 = in(reg) d2.0,
-                        c3 = in(reg) d3.0,
-                        s2 = in(reg) d2.1,
-                        s3 = in(reg) d3.1,
-                        options(nostack)
-                    );
+                tilestored!("tmm0", d0.0, d0.1);
+                tilestored!("tmm1", d1.0, d1.1);
+                if two && let (Some(d2), Some(d3)) = (d2, d3) {
+                    tilestored!("tmm2", d2.0, d2.1);
+                    tilestored!("tmm3", d3.0, d3.1);
                 }
             }
             return;
         }
         let mut c = std::mem::MaybeUninit::<[Line; 4 * TILE_LINES]>::uninit();
         let cp = c.as_mut_ptr() as *mut u8;
-        // SAFETY: the tiles are configured (every caller holds `Tiles`); `c` holds 4 tiles,
-        // which the stores fill completely.
+        // SAFETY: as above; `c` holds 4 tiles, which the stores fill completely.
         let c = unsafe {
-            asm!(
-                "tilestored [{c0} + {s}*1], tmm0",
-                "tilestored [{c1} + {s}*1], tmm1",
-                "tilestored [{c2} + {s}*1], tmm2",
-                "tilestored [{c3} + {s}*1], tmm3",
-                c0 = in(reg) cp,
-                c1 = in(reg) cp.add(1024),
-                c2 = in(reg) cp.add(2048),
-                c3 = in(reg) cp.add(3072),
-                s = in(reg) 64usize,
-                options(nostack)
-            );
+            tilestored!("tmm0", cp, 64usize);
+            tilestored!("tmm1", cp.add(1024), 64usize);
+            tilestored!("tmm2", cp.add(2048), 64usize);
+            tilestored!("tmm3", cp.add(3072), 64usize);
             c.assume_init()
         };
         // Result tile (token half h, group j) is c[2j + h]: row = token, lane = row.
