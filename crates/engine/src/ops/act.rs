@@ -69,9 +69,19 @@ fn swiglu_impl(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`swiglu`] written over `gate` (each output depends on its own inputs only).
+pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F (the active ISA never exceeds the CPU's).
+        unsafe { simd::swiglu_in_place(gate, up) };
+        return;
+    }
+    swiglu_in_place_fma(gate, up);
+}
+
 fma_dispatch! {
-    /// [`swiglu`] written over `gate` (each output depends on its own inputs only).
-    pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) => swiglu_in_place_impl
+    fn swiglu_in_place_fma(gate: &mut [f32], up: &[f32]) => swiglu_in_place_impl
 }
 
 #[inline(always)]
@@ -149,6 +159,112 @@ fn geglu_in_place_scalar(table: &[u16], gate: &mut [f32], up: &[f32]) {
 mod simd {
     use std::arch::x86_64::*;
 
+    /// Whether the AVX-512 forms below may run.
+    #[inline(always)]
+    pub(super) fn enabled() -> bool {
+        hearth_quant::active_isa() >= hearth_quant::Isa::Avx512
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn c(bits: u32) -> __m512 {
+        _mm512_set1_ps(f32::from_bits(bits))
+    }
+
+    /// `ggml_v_expf` itself, 16 lanes: bit for bit [`super::v_expf`] in each lane.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) fn v_expf(x: __m512) -> __m512 {
+        let r = c(0x4b40_0000);
+        let z = _mm512_fmadd_ps(x, c(0x3fb8_aa3b), r);
+        let n = _mm512_sub_ps(z, r);
+        let b = _mm512_fnmadd_ps(n, c(0x35bf_be8e), _mm512_fnmadd_ps(n, c(0x3f31_7200), x));
+        let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), _mm512_set1_ps(192.0));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                _mm512_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            _mm512_fmadd_ps(c(0x3f7f_fff6), b, _mm512_set1_ps(1.0)),
+        );
+        let res = _mm512_scalef_ps(j, n);
+        if big == 0 {
+            return res;
+        }
+        let zero = _mm512_setzero_ps();
+        let low = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, zero);
+        let alt = _mm512_mask_blend_ps(low, _mm512_set1_ps(f32::INFINITY), zero);
+        _mm512_mask_blend_ps(big, res, alt)
+    }
+
+    /// [`super::f16::reduce16`] in registers: halves, quarters, then pairs.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    fn reduce_add(v: __m512) -> f32 {
+        let lo = _mm512_castps512_ps256(v);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let t = _mm256_add_ps(hi, lo);
+        let q = _mm_add_ps(_mm256_extractf128_ps::<1>(t), _mm256_castps256_ps128(t));
+        let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+    }
+
+    /// [`super::exp_sum`] with the vector `expf` in registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) fn exp_sum(x: &mut [f32], max: f32) -> f64 {
+        let n = x.len();
+        let nv = n / 16 * 16;
+        let m = _mm512_set1_ps(max);
+        let mut sum = 0f64;
+        for i in (0..nv).step_by(16) {
+            // SAFETY: i + 16 <= n.
+            unsafe {
+                let e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), m));
+                _mm512_storeu_ps(x.as_mut_ptr().add(i), e);
+                sum += reduce_add(e) as f64;
+            }
+        }
+        sum + super::exp_sum_tail(&mut x[nv..], max)
+    }
+
+    /// [`super::max`] 16 lanes at a time (NaN skipped as there).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) fn max(x: &[f32]) -> f32 {
+        let nv = x.len() / 16 * 16;
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..nv).step_by(16) {
+            // SAFETY: i + 16 <= len; `max_ps` returns its second operand when the first is NaN.
+            m = _mm512_max_ps(unsafe { _mm512_loadu_ps(x.as_ptr().add(i)) }, m);
+        }
+        super::max_scalar(&x[nv..], _mm512_reduce_max_ps(m))
+    }
+
+    /// [`super::swiglu_in_place`] 16 at a time.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
+        let n = gate.len().min(up.len());
+        let nv = n / 16 * 16;
+        let one = _mm512_set1_ps(1.0);
+        for i in (0..nv).step_by(16) {
+            // SAFETY: i + 16 <= n for both slices.
+            unsafe {
+                let x = _mm512_loadu_ps(gate.as_ptr().add(i));
+                let e = v_expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let silu = _mm512_div_ps(x, _mm512_add_ps(one, e));
+                let y = _mm512_mul_ps(silu, _mm512_loadu_ps(up.as_ptr().add(i)));
+                _mm512_storeu_ps(gate.as_mut_ptr().add(i), y);
+            }
+        }
+        for i in nv..n {
+            gate[i] = super::silu_scalar(gate[i]) * up[i];
+        }
+    }
+
     /// [`super::geglu_in_place`] 16 at a time: the half conversion (round to nearest even, as
     /// the scalar), a 32-bit gather from the table (padded by one entry), the same blends at ±10.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
@@ -196,8 +312,17 @@ fn geglu_one(table: &[u16], x: f32, g: f32) -> f32 {
 /// by `_mm512_reduce_add_ps`, accumulated in f64), returns the sum.
 #[inline(always)]
 pub fn exp_sum(x: &mut [f32], max: f32) -> f64 {
-    let n = x.len();
-    let nv = n / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F.
+        return unsafe { simd::exp_sum(x, max) };
+    }
+    exp_sum_scalar(x, max)
+}
+
+#[inline(always)]
+fn exp_sum_scalar(x: &mut [f32], max: f32) -> f64 {
+    let nv = x.len() / LANES * LANES;
     let mut sum = 0f64;
     for chunk in x[..nv].chunks_exact_mut(LANES) {
         let mut v = [0f32; LANES];
@@ -207,7 +332,14 @@ pub fn exp_sum(x: &mut [f32], max: f32) -> f64 {
         }
         sum += f16::reduce16(&v) as f64;
     }
-    for xi in &mut x[nv..] {
+    sum + exp_sum_tail(&mut x[nv..], max)
+}
+
+/// The last `len % 16` elements of [`exp_sum`]: the C library's `expf`.
+#[inline(always)]
+fn exp_sum_tail(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0f64;
+    for xi in x {
         let e = (*xi - max).exp();
         sum += e as f64;
         *xi = e;
@@ -218,8 +350,17 @@ pub fn exp_sum(x: &mut [f32], max: f32) -> f64 {
 /// `ggml_vec_max_f32`.
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
-    x.iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+    #[cfg(target_arch = "x86_64")]
+    if simd::enabled() {
+        // SAFETY: `enabled` checked AVX-512 F.
+        return unsafe { simd::max(x) };
+    }
+    max_scalar(x, f32::NEG_INFINITY)
+}
+
+#[inline(always)]
+fn max_scalar(x: &[f32], from: f32) -> f32 {
+    x.iter().fold(from, |m, &v| if v > m { v } else { m })
 }
 
 #[cfg(test)]
@@ -271,6 +412,82 @@ mod tests {
             term *= -x * x / n as f64;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// Inputs for the vector twins: a sweep over exp's whole range, its edges, specials.
+    fn wild() -> Vec<f32> {
+        let mut x: Vec<f32> = (0..40_000).map(|i| -200.0 + i as f32 * 0.0071).collect();
+        x.extend((0..4000).map(|i| f32::from_bits(0x9000_0000u32.wrapping_add(i * 0x0001_3579))));
+        x.extend([
+            0.0,
+            -0.0,
+            88.72,
+            88.73,
+            -87.33,
+            -103.97,
+            -104.0,
+            133.0,
+            -133.0,
+            1e-30,
+            -1e-30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+            f32::MIN,
+            3.0,
+        ]);
+        x
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_softmax_and_swiglu_equal_the_scalar_twins() {
+        if !simd::enabled() {
+            return;
+        }
+        let x = wild();
+        for chunk in x.chunks_exact(16) {
+            let mut got = [0f32; 16];
+            // SAFETY: `enabled` checked AVX-512 F.
+            unsafe {
+                let v = simd::v_expf(std::arch::x86_64::_mm512_loadu_ps(chunk.as_ptr()));
+                std::arch::x86_64::_mm512_storeu_ps(got.as_mut_ptr(), v);
+            }
+            for (g, &xi) in got.iter().zip(chunk) {
+                assert_eq!(g.to_bits(), v_expf(xi).to_bits(), "expf({xi})");
+            }
+        }
+        let finite: Vec<f32> = x.iter().copied().filter(|v| v.is_finite()).collect();
+        for len in [0, 5, 16, 64, 77, 1000] {
+            let row: Vec<f32> = finite
+                .iter()
+                .step_by(37)
+                .take(len)
+                .map(|v| v % 50.0)
+                .collect();
+            // SAFETY: as above.
+            let m = unsafe { simd::max(&row) };
+            assert_eq!(m, max_scalar(&row, f32::NEG_INFINITY));
+            let (mut a, mut b) = (row.clone(), row.clone());
+            // SAFETY: as above.
+            let sa = unsafe { simd::exp_sum(&mut a, m) };
+            assert_eq!(sa.to_bits(), exp_sum_scalar(&mut b, m).to_bits());
+            assert_eq!(a, b);
+        }
+        let up: Vec<f32> = (0..x.len())
+            .map(|i| (i as f32 * 0.37).sin() * 3.0)
+            .collect();
+        let (mut a, mut b) = (x.clone(), x.clone());
+        // SAFETY: as above.
+        unsafe { simd::swiglu_in_place(&mut a, &up) };
+        swiglu_in_place_impl(&mut b, &up);
+        for ((ga, gb), xi) in a.iter().zip(&b).zip(&x) {
+            assert!(
+                ga.to_bits() == gb.to_bits() || ga.is_nan() && gb.is_nan(),
+                "{xi}"
+            );
+        }
     }
 
     #[test]

@@ -90,6 +90,21 @@ fn visible(pos: usize, cell: usize, window: Option<usize>) -> bool {
     cell <= pos && window.is_none_or(|w| pos - cell < w)
 }
 
+/// The cells of `first..first + len` that a query at `pos` sees ([`visible`]: from
+/// `pos + 1 - window` to `pos`), as offsets from `first`.
+#[inline(always)]
+fn visible_span(
+    pos: usize,
+    window: Option<usize>,
+    first: usize,
+    len: usize,
+) -> std::ops::Range<usize> {
+    let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let a = lo.saturating_sub(first).min(len);
+    let b = (pos + 1).saturating_sub(first).min(len);
+    a..b.max(a)
+}
+
 /// `out[t][h] = attention of q[t][h]` (both `n_tok × n_head × head_dim`), for queries at
 /// `positions` whose keys and values are already in `kv`.
 pub fn attend(
@@ -432,16 +447,15 @@ fn flash_tiled_impl(
     let mut m = vec![f32::NEG_INFINITY; rows];
     let mut s_sum = vec![0f32; rows];
     let mut kqs = vec![[0f32; TILE_KV]; rows];
+    let mut live = Vec::with_capacity(rows);
     out.fill(0.0);
     let last = positions.iter().copied().max().unwrap_or(0);
     let n_cells = kv.n_cells.min(last + 1);
     let mut ic = 0;
     while ic < n_cells {
         let kv_tile = TILE_KV.min(n_cells - ic);
-        let any = positions
-            .iter()
-            .any(|&p| (ic..ic + kv_tile).any(|c| visible(p, c, heads.window)));
-        if !any {
+        let span = |pos: usize| visible_span(pos, heads.window, ic, kv_tile);
+        if positions.iter().all(|&p| span(p).is_empty()) {
             ic += TILE_KV;
             continue;
         }
@@ -457,15 +471,16 @@ fn flash_tiled_impl(
             r += 4;
         }
         // Softmax step per row: the probabilities of the rows that see this tile.
-        let mut live = Vec::with_capacity(rows);
+        live.clear();
         for r in 0..rows {
             let kq = &mut kqs[r];
-            for (tk, x) in kq.iter_mut().enumerate() {
-                *x *= heads.scale;
-                if tk >= kv_tile || !visible(positions[r], ic + tk, heads.window) {
-                    *x = f32::NEG_INFINITY;
-                }
+            let seen = span(positions[r]);
+            if seen.is_empty() {
+                continue;
             }
+            kq.iter_mut().for_each(|x| *x *= heads.scale);
+            kq[..seen.start].fill(f32::NEG_INFINITY);
+            kq[seen.end..].fill(f32::NEG_INFINITY);
             let tile_max = act::max(kq);
             if tile_max == f32::NEG_INFINITY {
                 continue;
@@ -486,6 +501,9 @@ fn flash_tiled_impl(
             let d0 = pv_runs::<128>(out, hd, v32, &kqs, pair, 0);
             let d0 = pv_runs::<64>(out, hd, v32, &kqs, pair, d0);
             let d0 = pv_runs::<32>(out, hd, v32, &kqs, pair, d0);
+            if d0 == hd {
+                continue;
+            }
             for &r in pair {
                 let acc_tail = &mut out[r * hd + d0..(r + 1) * hd];
                 for (tk, &p) in kqs[r].iter().enumerate() {
@@ -584,6 +602,23 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn visible_span_is_the_visible_cells() {
+        for window in [None, Some(1), Some(3), Some(70)] {
+            for pos in 0..200 {
+                for first in (0..200).step_by(7) {
+                    for len in [0, 1, 5, 64] {
+                        let want: Vec<usize> = (0..len)
+                            .filter(|&i| visible(pos, first + i, window))
+                            .collect();
+                        let got: Vec<usize> = visible_span(pos, window, first, len).collect();
+                        assert_eq!(got, want, "{pos} {window:?} {first} {len}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
