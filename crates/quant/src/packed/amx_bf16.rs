@@ -331,10 +331,16 @@ mod tiles {
     /// super-block, and the panels of two groups (16 KiB) stay in L1 for the tile loads.
     const CHUNK_STEPS: usize = 8;
 
+    /// Steps per chunk of a long row when there are several token blocks (2048 columns).
+    const KC_STEPS: usize = 64;
+
     thread_local! {
         /// Each thread's panel buffer, kept between products: a fresh one per product cost
         /// zeroing and page faults comparable to a short prompt's whole product.
         static PANELS: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// Each thread's partial sums between the chunks of long rows: 4 tiles per token
+        /// block and group pair of a run.
+        static PARTIAL: std::cell::RefCell<Vec<Line>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     /// # Safety
@@ -350,7 +356,6 @@ mod tiles {
         out: &mut Out,
     ) {
         let steps = cols / KS;
-        let panel_lines = steps * TILE_LINES;
         let groups = packed.len() / gb;
         let blocks = acts.n_tok.div_ceil(T);
         PANELS.with_borrow_mut(|panels| {
@@ -396,41 +401,125 @@ mod tiles {
                 }
                 return;
             }
-            let per_run = (RUN_BYTES / (panel_lines * 64)).max(2) & !1;
-            let need = per_run.min(groups + 1) * panel_lines;
+            // Long rows are cut into chunks of `KC_STEPS` steps, each with its own run of panels:
+            // the run (and with it every pass over the token blocks' activations) then covers as
+            // many rows for a 8192-column matrix as for a 2048-column one, and the partial sums
+            // wait in `partial` between chunks.
+            let kc = if steps > KC_STEPS && steps.is_multiple_of(CHUNK_STEPS) {
+                KC_STEPS
+            } else {
+                steps
+            };
+            let chunks = steps.div_ceil(kc);
+            let chunk_lines = kc * TILE_LINES;
+            let per_run = (RUN_BYTES / (chunk_lines * 64)).max(2) & !1;
+            let need = per_run.min(groups + 1) * chunk_lines;
             if panels.len() < need {
                 panels.resize(need, ZERO);
             }
-            for g0 in (0..groups).step_by(per_run) {
-                let run = per_run.min(groups - g0);
-                for (i, panel) in panels.chunks_exact_mut(panel_lines).take(run).enumerate() {
-                    let g = g0 + i;
-                    dequant_group(ty, &packed[g * gb..(g + 1) * gb], steps, panel);
+            let acc_lines = 4 * TILE_LINES;
+            let pairs = per_run.min(groups).div_ceil(2);
+            PARTIAL.with_borrow_mut(|partial| {
+                if chunks > 1 && partial.len() < blocks * pairs * acc_lines {
+                    partial.resize(blocks * pairs * acc_lines, ZERO);
                 }
-                for b in 0..blocks {
-                    let a = acts.tiles[b * steps * 2 * TILE_LINES..].as_ptr() as *const u8;
-                    for pair in (0..run).step_by(2) {
-                        let two = pair + 1 < run;
-                        let w0 = panels[pair * panel_lines..].as_ptr() as *const u8;
-                        // A lone last group multiplies its own panel twice (one result is unused).
-                        let w1 = if two {
-                            w0.wrapping_add(panel_lines * 64)
-                        } else {
-                            w0
-                        };
-                        // SAFETY: tiles 0..8 are configured; every tile read is 16 whole lines
-                        // of `acts.tiles` (block b, step ks) or of a panel.
-                        unsafe {
-                            zero_acc();
-                            for ks in 0..steps {
-                                step(a.add(ks * 2 * 1024), w0.add(ks * 1024), w1.add(ks * 1024));
+                let step_bytes = gb / steps;
+                for g0 in (0..groups).step_by(per_run) {
+                    let run = per_run.min(groups - g0);
+                    for c in 0..chunks {
+                        let (s0, n) = (c * kc, kc.min(steps - c * kc));
+                        let bytes = s0 * step_bytes..(s0 + n) * step_bytes;
+                        for (i, panel) in panels.chunks_exact_mut(chunk_lines).take(run).enumerate()
+                        {
+                            let g = &packed[(g0 + i) * gb..(g0 + i + 1) * gb];
+                            dequant_group(ty, &g[bytes.clone()], n, panel);
+                        }
+                        for b in 0..blocks {
+                            let a = acts.tiles[(b * steps + s0) * 2 * TILE_LINES..].as_ptr()
+                                as *const u8;
+                            for pair in (0..run).step_by(2) {
+                                let two = pair + 1 < run;
+                                let w0 = panels[pair * chunk_lines..].as_ptr() as *const u8;
+                                // A lone last group multiplies its own panel twice (one result
+                                // is unused).
+                                let w1 = if two {
+                                    w0.wrapping_add(chunk_lines * 64)
+                                } else {
+                                    w0
+                                };
+                                let acc = partial
+                                    .as_mut_ptr()
+                                    .wrapping_add((b * pairs + pair / 2) * acc_lines)
+                                    as *mut u8;
+                                // SAFETY: tiles 0..8 are configured; every tile read is 16 whole
+                                // lines of `acts.tiles` (block b, steps s0..s0 + n) or of a
+                                // panel; `acc` is 4 tiles of `partial` when there are chunks.
+                                unsafe {
+                                    if c == 0 {
+                                        zero_acc();
+                                    } else {
+                                        load_acc(acc);
+                                    }
+                                    for ks in 0..n {
+                                        step(
+                                            a.add(ks * 2 * 1024),
+                                            w0.add(ks * 1024),
+                                            w1.add(ks * 1024),
+                                        );
+                                    }
+                                    if c + 1 < chunks {
+                                        store_acc(acc);
+                                    }
+                                }
+                                if c + 1 == chunks {
+                                    scatter(g0 + pair, two, b, acts, out);
+                                }
                             }
                         }
-                        scatter(g0 + pair, two, b, acts, out);
                     }
                 }
-            }
+            })
         })
+    }
+
+    /// Loads the accumulator tiles 0..4 from 4 KiB at `src`.
+    ///
+    /// # Safety
+    /// The tiles must be configured; `src` starts 4 KiB of readable memory.
+    #[inline(always)]
+    unsafe fn load_acc(src: *const u8) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tileloadd tmm0, [{p} + {s}*1]",
+                "tileloadd tmm1, [{p} + {s}*1 + 1024]",
+                "tileloadd tmm2, [{p} + {s}*1 + 2048]",
+                "tileloadd tmm3, [{p} + {s}*1 + 3072]",
+                p = in(reg) src,
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            )
+        };
+    }
+
+    /// Stores the accumulator tiles 0..4 to 4 KiB at `dst`.
+    ///
+    /// # Safety
+    /// The tiles must be configured; `dst` starts 4 KiB of writable memory.
+    #[inline(always)]
+    unsafe fn store_acc(dst: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tilestored [{p} + {s}*1], tmm0",
+                "tilestored [{p} + {s}*1 + 1024], tmm1",
+                "tilestored [{p} + {s}*1 + 2048], tmm2",
+                "tilestored [{p} + {s}*1 + 3072], tmm3",
+                p = in(reg) dst,
+                s = in(reg) 64usize,
+                options(nostack)
+            )
+        };
     }
 
     /// Zeroes the accumulator tiles 0..4.
@@ -790,12 +879,17 @@ mod tests {
             } else {
                 672
             };
+            // Rows of 80 steps (2560 columns) are cut into chunks of 64 and 16 steps when there
+            // are several token blocks; 65 steps (2080, 32-blocks only) are not cut.
+            let long = if odd == 768 { 2560 } else { 2080 };
             for (rows, cols, n_tok) in [
                 (16, 256, 1),
                 (64, odd, 32),
                 (40, 1280, 20),
                 (40, 512, 45),
                 (200, 2048, 70),
+                (48, 2560, 40),
+                (24, long, 33),
             ] {
                 let c = Case::new(ty, rows, cols, n_tok);
                 let x: Vec<f32> = (0..n_tok * cols)
