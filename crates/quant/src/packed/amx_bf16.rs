@@ -55,6 +55,62 @@ struct Line([u16; 32]);
 
 const ZERO: Line = Line([0; 32]);
 
+thread_local! {
+    /// Activation tiles given back by dropped [`Bf16Acts`]: a 512-token prompt's are megabytes,
+    /// and a fresh allocation that size is faulted in and zeroed page by page (~5% of a
+    /// prefill) before any line is written.
+    static SPARE: std::cell::RefCell<Vec<Vec<Line>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At least `n_tok` tokens' worth of activation lines, every line of the tokens past `n_tok` in
+/// the last block zero and the rest unspecified (each is written before it is read): a spare
+/// buffer when one is big enough (the smallest such), else a new one.
+fn take_lines(n_tok: usize, steps: usize) -> Vec<Line> {
+    let n_blocks = n_tok.div_ceil(T);
+    let n = n_blocks * steps * 2 * TILE_LINES;
+    let spare = SPARE.with_borrow_mut(|free| {
+        let pick = (0..free.len())
+            .filter(|&i| free[i].len() >= n)
+            .min_by_key(|&i| free[i].len())?;
+        Some(free.swap_remove(pick))
+    });
+    let Some(mut lines) = spare else {
+        return vec![ZERO; n];
+    };
+    // Kept whole (lines past `n` are not read) so that it fits as large a product again.
+    // Zero the padding tokens of the last block (stale values there would be harmless to the
+    // real tokens' results, but keep them out of reach).
+    let block = n_blocks - 1;
+    for t in n_tok..n_blocks * T {
+        let (half, r) = (t % T / 16, t % 16);
+        for ks in 0..steps {
+            lines[((block * steps + ks) * 2 + half) * TILE_LINES + r] = ZERO;
+        }
+    }
+    lines
+}
+
+impl Drop for Bf16Acts {
+    fn drop(&mut self) {
+        let lines = std::mem::take(&mut self.tiles);
+        if lines.is_empty() {
+            return;
+        }
+        SPARE.with_borrow_mut(|free| {
+            // A few buffers cover one step's shapes (attention, FFN in, FFN out).
+            if free.len() >= 4
+                && let Some(small) = (0..free.len()).min_by_key(|&i| free[i].len())
+            {
+                if free[small].len() >= lines.len() {
+                    return;
+                }
+                free.swap_remove(small);
+            }
+            free.push(lines);
+        });
+    }
+}
+
 /// The number of `cols`-wide rows in `x` (`cols` a multiple of 32).
 fn check_rows(x: &[f32], cols: usize) -> Result<usize, QuantError> {
     let n_tok = x.len().checked_div(cols).unwrap_or(0);
@@ -115,8 +171,7 @@ impl Bf16Acts {
         let rb = row_bytes(partner, cols)?;
         let n_tok = check_rows(x, cols)?;
         let steps = cols / KS;
-        let n_blocks = n_tok.div_ceil(T);
-        let mut tiles = vec![ZERO; n_blocks * steps * 2 * TILE_LINES];
+        let mut tiles = take_lines(n_tok, steps);
         let base = LinePtr(tiles.as_mut_ptr());
         let err = std::sync::Mutex::new(None);
         let fill = |t0: usize, nt: usize| {
@@ -150,7 +205,7 @@ impl Bf16Acts {
     pub fn new(x: &[f32], cols: usize) -> Result<Bf16Acts, QuantError> {
         let n_tok = check_rows(x, cols)?;
         let steps = cols / KS;
-        let mut tiles = vec![ZERO; n_tok.div_ceil(T) * steps * 2 * TILE_LINES];
+        let mut tiles = take_lines(n_tok, steps);
         for (t, row) in x.chunks_exact(cols).enumerate() {
             let (block, half, r) = (t / T, t % T / 16, t % 16);
             for (ks, vals) in row.chunks_exact(KS).enumerate() {
