@@ -382,8 +382,7 @@ mod tiles {
     /// while every token block passes over them.
     const RUN_BYTES: usize = 512 << 10;
 
-    /// Steps dequantized at a time when a product has a single block of tokens: one Q4_K/Q6_K
-    /// super-block, and the panels of two groups (16 KiB) stay in L1 for the tile loads.
+    /// Steps of a Q4_K/Q6_K super-block: long rows are cut into chunks of whole super-blocks.
     const CHUNK_STEPS: usize = 8;
 
     /// Steps per chunk of a long row when there are several token blocks (2048 columns).
@@ -417,42 +416,66 @@ mod tiles {
             // SAFETY: the caller's contract.
             let _tiles = unsafe { Tiles::configure() };
             if blocks == 1 {
-                // One token block: each step's panels are used once, right after they are made.
-                let need = 2 * CHUNK_STEPS * TILE_LINES;
-                if panels.len() < need {
-                    panels.resize(need, ZERO);
+                // One token block: each step's panels are used once. They are made two steps
+                // ahead in a ring of three, so that the dequantization of step u + 2 (vector
+                // units) runs while the tiles multiply step u (the AMX unit) instead of after.
+                const RING: usize = 3;
+                let slot_lines = 2 * TILE_LINES;
+                if panels.len() < RING * slot_lines {
+                    panels.resize(RING * slot_lines, ZERO);
                 }
                 debug_assert_eq!(gb % steps, 0);
                 let step_bytes = gb / steps;
                 let a = acts.tiles.as_ptr() as *const u8;
-                for pair in (0..groups).step_by(2) {
-                    let two = pair + 1 < groups;
-                    let (p0, p1) = panels.split_at_mut(CHUNK_STEPS * TILE_LINES);
-                    let w0 = p0.as_ptr() as *const u8;
-                    let w1 = if two { p1.as_ptr() as *const u8 } else { w0 };
-                    // SAFETY: tiles 0..4 are configured accumulators.
-                    unsafe { zero_acc() };
-                    for s0 in (0..steps).step_by(CHUNK_STEPS) {
-                        let n = CHUNK_STEPS.min(steps - s0);
-                        let bytes = s0 * step_bytes..(s0 + n) * step_bytes;
-                        let g = &packed[pair * gb..];
-                        dequant_group(ty, &g[bytes.clone()], n, p0);
-                        if two {
-                            dequant_group(ty, &g[gb..][bytes], n, p1);
+                let ring = panels.as_mut_ptr();
+                let units = groups.div_ceil(2) * steps;
+                // Unit u: step u % steps of the group pair 2(u / steps), into slot u % RING.
+                let make = |u: usize| {
+                    let (pair, ks) = (2 * (u / steps), u % steps);
+                    let slot = ring.wrapping_add(u % RING * slot_lines);
+                    // The bytes of the step's block, or super-block for Q4_K/Q6_K (8 steps).
+                    let span = if matches!(ty, GgmlType::Q4K | GgmlType::Q6K) {
+                        8
+                    } else {
+                        1
+                    };
+                    let from = ks / span * span;
+                    for j in 0..(1 + (pair + 1 < groups) as usize) {
+                        let g = &packed[(pair + j) * gb..(pair + j + 1) * gb][from * step_bytes..];
+                        // The packed rows stream from memory once; fetch ahead into L2.
+                        if ks == from {
+                            super::super::prefetch_far(g.as_ptr(), span * step_bytes);
                         }
-                        for ks in 0..n {
-                            // SAFETY: step s0 + ks of the token block; the chunk's panels hold
-                            // `n` steps.
-                            unsafe {
-                                step(
-                                    a.add((s0 + ks) * 2 * 1024),
-                                    w0.add(ks * 1024),
-                                    w1.add(ks * 1024),
-                                )
-                            };
-                        }
+                        dequant_step(ty, g, ks - from, slot.wrapping_add(j * TILE_LINES));
                     }
-                    scatter(pair, two, 0, acts, out);
+                };
+                make(0);
+                if units > 1 {
+                    make(1);
+                }
+                for u in 0..units {
+                    let (pair, ks) = (2 * (u / steps), u % steps);
+                    let two = pair + 1 < groups;
+                    let w0 = ring.wrapping_add(u % RING * slot_lines) as *const u8;
+                    let w1 = if two {
+                        w0.wrapping_add(TILE_LINES * 64)
+                    } else {
+                        w0
+                    };
+                    // SAFETY: tiles 0..8 are configured; step ks of the token block and the
+                    // slot's two panels are whole tiles.
+                    unsafe {
+                        if ks == 0 {
+                            zero_acc();
+                        }
+                        step(a.add(ks * 2 * 1024), w0, w1);
+                    }
+                    if u + 2 < units {
+                        make(u + 2);
+                    }
+                    if ks + 1 == steps {
+                        scatter(pair, two, 0, acts, out);
+                    }
                 }
                 return;
             }
@@ -775,134 +798,126 @@ mod tiles {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
     fn dequant_group(ty: GgmlType, group: &[u8], steps: usize, panel: &mut [Line]) {
         assert!(panel.len() >= steps * TILE_LINES);
-        let dst = panel.as_mut_ptr();
+        for ks in 0..steps {
+            // SAFETY: step ks's 16 lines are inside `panel` (asserted).
+            dequant_step(ty, group, ks, unsafe {
+                panel.as_mut_ptr().add(ks * TILE_LINES)
+            });
+        }
+    }
+
+    /// Step `ks` of a group's panel (16 lines at `dst`, which must be writable) from `group`,
+    /// the group's packed bytes from a block (Q4_0/Q5_0/Q8_0) or super-block (Q4_K/Q6_K)
+    /// boundary on.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16,avx512vbmi")]
+    fn dequant_step(ty: GgmlType, group: &[u8], ks: usize, dst: *mut Line) {
         let line = |p: &[u8], i: usize| unsafe { _mm512_loadu_si512(p[i * 64..].as_ptr().cast()) };
         let halves = |p: &[u8], at: usize| unsafe {
             _mm512_cvtph_ps(_mm256_loadu_si256(p[at..at + 32].as_ptr().cast()))
         };
+        let at = |i: usize| dst.wrapping_add(i);
         let m4 = _mm512_set1_epi8(0x0f);
-        let eight = _mm512_set1_epi8(8);
         let zero = Pairs([_mm512_setzero_ps(); 2]);
         match ty {
             GgmlType::Q4_0 => {
                 let bb = super::super::q4_0::GROUP_BLOCK_BYTES;
-                for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
-                    let d = scale_pairs(halves(p, 64 * 4));
-                    for j in 0..4 {
-                        let x = line(p, j);
-                        let lo = _mm512_sub_epi8(_mm512_and_si512(x, m4), eight);
-                        let hi =
-                            _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(x), m4), eight);
-                        // Columns 4j.. (lines 2j, 2j+1) and 16 + 4j.. (lines 8 + 2j, 9 + 2j).
-                        let at = unsafe { dst.add(b * TILE_LINES) };
-                        emit(lo, &d, &zero, unsafe { at.add(2 * j) });
-                        emit(hi, &d, &zero, unsafe { at.add(8 + 2 * j) });
-                    }
+                let p = &group[ks * bb..(ks + 1) * bb];
+                let eight = _mm512_set1_epi8(8);
+                let d = scale_pairs(halves(p, 64 * 4));
+                for j in 0..4 {
+                    let x = line(p, j);
+                    let lo = _mm512_sub_epi8(_mm512_and_si512(x, m4), eight);
+                    let hi =
+                        _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16::<4>(x), m4), eight);
+                    // Columns 4j.. (lines 2j, 2j+1) and 16 + 4j.. (lines 8 + 2j, 9 + 2j).
+                    emit(lo, &d, &zero, at(2 * j));
+                    emit(hi, &d, &zero, at(8 + 2 * j));
                 }
             }
             GgmlType::Q5_0 => {
                 use super::super::q5_0::{D, GROUP_BLOCK_BYTES, MASKS};
+                let p = &group[ks * GROUP_BLOCK_BYTES..(ks + 1) * GROUP_BLOCK_BYTES];
                 let sixteen = _mm512_set1_epi8(16);
-                for (b, p) in group
-                    .chunks_exact(GROUP_BLOCK_BYTES)
-                    .enumerate()
-                    .take(steps)
-                {
-                    let d = scale_pairs(halves(p, D));
-                    let mask =
-                        |i: usize| u64::from_le_bytes(p[MASKS + 8 * i..][..8].try_into().unwrap());
-                    for j in 0..4 {
-                        let x = line(p, j);
-                        let lo = _mm512_and_si512(x, m4);
-                        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-                        let lo = _mm512_mask_add_epi8(lo, mask(2 * j), lo, sixteen);
-                        let hi = _mm512_mask_add_epi8(hi, mask(2 * j + 1), hi, sixteen);
-                        let at = unsafe { dst.add(b * TILE_LINES) };
-                        emit(_mm512_sub_epi8(lo, sixteen), &d, &zero, unsafe {
-                            at.add(2 * j)
-                        });
-                        emit(_mm512_sub_epi8(hi, sixteen), &d, &zero, unsafe {
-                            at.add(8 + 2 * j)
-                        });
-                    }
+                let d = scale_pairs(halves(p, D));
+                let mask =
+                    |i: usize| u64::from_le_bytes(p[MASKS + 8 * i..][..8].try_into().unwrap());
+                for j in 0..4 {
+                    let x = line(p, j);
+                    let lo = _mm512_and_si512(x, m4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
+                    let lo = _mm512_mask_add_epi8(lo, mask(2 * j), lo, sixteen);
+                    let hi = _mm512_mask_add_epi8(hi, mask(2 * j + 1), hi, sixteen);
+                    emit(_mm512_sub_epi8(lo, sixteen), &d, &zero, at(2 * j));
+                    emit(_mm512_sub_epi8(hi, sixteen), &d, &zero, at(8 + 2 * j));
                 }
             }
             GgmlType::Q8_0 => {
                 let bb = super::super::q8_0::GROUP_BLOCK_BYTES;
+                let p = &group[ks * bb..(ks + 1) * bb];
                 let flip = _mm512_set1_epi8(-128);
-                for (b, p) in group.chunks_exact(bb).enumerate().take(steps) {
-                    let d = scale_pairs(halves(p, 64 * 8));
-                    for j in 0..8 {
-                        let q = _mm512_xor_si512(line(p, j), flip);
-                        emit(q, &d, &zero, unsafe { dst.add(b * TILE_LINES + 2 * j) });
-                    }
+                let d = scale_pairs(halves(p, 64 * 8));
+                for j in 0..8 {
+                    emit(_mm512_xor_si512(line(p, j), flip), &d, &zero, at(2 * j));
                 }
             }
             GgmlType::Q6K => {
                 use super::super::q6_k::{D, GROUP_SB_BYTES, SC, qh_at, ql_at};
+                let p = &group[ks / 8 * GROUP_SB_BYTES..(ks / 8 + 1) * GROUP_SB_BYTES];
+                // Step st of the super-block: columns 32·st.. = 128h + 32·part + 64·nib.
+                let st = ks % 8;
+                let (h, part, nib) = (st / 4, st % 2, st % 4 / 2);
                 let m3 = _mm512_set1_epi8(3);
                 let thirty_two = _mm512_set1_epi8(32);
-                for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
-                    let d = halves(p, D);
-                    for h in 0..2 {
-                        for j in 0..8 {
-                            let y = line(p, (qh_at(h, j)) / 64);
-                            for part in 0..2 {
-                                let x = line(p, ql_at(h, part, j) / 64);
-                                for nib in 0..2 {
-                                    let lo = if nib == 0 {
-                                        _mm512_and_si512(x, m4)
-                                    } else {
-                                        _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
-                                    };
-                                    let shift = _mm_cvtsi32_si128(2 * (part + 2 * nib) as i32);
-                                    let hi = _mm512_and_si512(_mm512_srl_epi16(y, shift), m3);
-                                    let q = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
-                                    let q = _mm512_sub_epi8(q, thirty_two);
-                                    // Columns k0..k0 + 4 of this super-block, one sub-block.
-                                    let k0 = 128 * h + 32 * part + 64 * nib + 4 * j;
-                                    let sc = unsafe {
-                                        _mm512_cvtepi8_epi32(_mm_loadu_si128(
-                                            p[SC + (k0 / 16) * ROWS..][..16].as_ptr().cast(),
-                                        ))
-                                    };
-                                    let scale =
-                                        scale_pairs(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
-                                    let at = (8 * s + k0 / 32) * TILE_LINES + 2 * (k0 % 32 / 4);
-                                    emit(q, &scale, &zero, unsafe { dst.add(at) });
-                                }
-                            }
-                        }
+                let d = halves(p, D);
+                let shift = _mm_cvtsi32_si128(2 * (part + 2 * nib) as i32);
+                for jh in 0..2 {
+                    // Columns k0.. of this step share one scale per 16.
+                    let k0 = 32 * st + 16 * jh;
+                    let sc = unsafe {
+                        _mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            p[SC + (k0 / 16) * ROWS..][..16].as_ptr().cast(),
+                        ))
+                    };
+                    let scale = scale_pairs(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)));
+                    for j in 4 * jh..4 * jh + 4 {
+                        let y = line(p, qh_at(h, j) / 64);
+                        let x = line(p, ql_at(h, part, j) / 64);
+                        let lo = if nib == 0 {
+                            _mm512_and_si512(x, m4)
+                        } else {
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
+                        };
+                        let hi = _mm512_and_si512(_mm512_srl_epi16(y, shift), m3);
+                        let q = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
+                        emit(_mm512_sub_epi8(q, thirty_two), &scale, &zero, at(2 * j));
                     }
                 }
             }
             _ => {
                 use super::super::q4_k::{D, DMIN, GROUP_SB_BYTES, MN, SC};
-                let bytes16 = |p: &[u8], at: usize| unsafe {
+                let p = &group[ks / 8 * GROUP_SB_BYTES..(ks / 8 + 1) * GROUP_SB_BYTES];
+                let bytes16 = |at: usize| unsafe {
                     _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
                         p[at..at + 16].as_ptr().cast(),
                     )))
                 };
-                for (s, p) in group.chunks_exact(GROUP_SB_BYTES).enumerate() {
-                    let (d, dmin) = (halves(p, D), halves(p, DMIN));
-                    for c in 0..4 {
-                        for half in 0..2 {
-                            let sub = 2 * c + half;
-                            let scale = scale_pairs(_mm512_mul_ps(d, bytes16(p, SC + sub * ROWS)));
-                            let bias = bias_pairs(_mm512_mul_ps(dmin, bytes16(p, MN + sub * ROWS)));
-                            for j in 0..8 {
-                                let x = line(p, c * 8 + j);
-                                let q = if half == 0 {
-                                    _mm512_and_si512(x, m4)
-                                } else {
-                                    _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
-                                };
-                                // Sub-block `sub` is step 8s + sub; column 4j.. → lines 2j, 2j+1.
-                                let at = unsafe { dst.add((8 * s + sub) * TILE_LINES + 2 * j) };
-                                emit(q, &scale, &bias, at);
-                            }
-                        }
-                    }
+                // Sub-block `sub` of the super-block is this step: nibbles of lines 8c.. (low
+                // nibbles for even sub-blocks).
+                let sub = ks % 8;
+                let (c, half) = (sub / 2, sub % 2);
+                let (d, dmin) = (halves(p, D), halves(p, DMIN));
+                let scale = scale_pairs(_mm512_mul_ps(d, bytes16(SC + sub * ROWS)));
+                let bias = bias_pairs(_mm512_mul_ps(dmin, bytes16(MN + sub * ROWS)));
+                for j in 0..8 {
+                    let x = line(p, c * 8 + j);
+                    let q = if half == 0 {
+                        _mm512_and_si512(x, m4)
+                    } else {
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4)
+                    };
+                    // Columns 4j.. of the step → lines 2j, 2j+1.
+                    emit(q, &scale, &bias, at(2 * j));
                 }
             }
         }

@@ -400,6 +400,18 @@ pub(crate) fn prefetch_ahead(p: *const u8, bytes: usize, near: usize) {
     }
 }
 
+/// The `bytes` [`FAR_PREFETCH`] ahead of `p` into L2, for kernels that stream packed rows
+/// once but spend longer on each byte than the decode kernels (the one-block tile products).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_far(p: *const u8, bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: prefetching is a hint; any address is allowed.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(FAR_PREFETCH + line).cast()) };
+    }
+}
+
 /// The kernel shared by the packed Q4_0 and Q5_0 layouts (32-element blocks of nibbles, Q5_0
 /// adding a fifth bit from per-block masks; see [`q4_0`], [`q5_0`]).
 #[cfg(target_arch = "x86_64")]
