@@ -283,25 +283,26 @@ fn generation_errors_are_clear() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("top-p"));
 
-    // A model of an architecture the engine does not run (yet) names it.
-    let moe = tmp("moe.gguf");
-    let s = hearth(&[
-        "synth",
-        "--arch",
-        "qwen3moe",
-        "--vocab",
-        &m,
-        "--n-vocab",
-        "512",
-        "-o",
-        moe.to_str().unwrap(),
-    ]);
-    assert!(s.status.success());
-    let o = hearth(&["run", "-m", moe.to_str().unwrap(), "hi"]);
+    // A model of an architecture the engine does not run names it: a synthetic llama whose
+    // `general.architecture` value is rewritten in place (same length).
+    let llama = std::fs::read(fixture("synthetic/synth-llama-q4_0.gguf")).unwrap();
+    let key = b"general.architecture";
+    let at = llama
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the key is in the file")
+        + key.len();
+    // u32 type (string), u64 length 5, then the value.
+    assert_eq!(&llama[at + 12..at + 17], b"llama");
+    let mut other = llama.clone();
+    other[at + 12..at + 17].copy_from_slice(b"falcn");
+    let odd = tmp("odd-arch.gguf");
+    std::fs::write(&odd, other).unwrap();
+    let o = hearth(&["run", "-m", odd.to_str().unwrap(), "hi"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("qwen3moe") && err.contains("moe.gguf"),
+        err.contains("falcn") && err.contains("odd-arch.gguf"),
         "{err}"
     );
 

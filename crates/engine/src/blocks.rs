@@ -9,7 +9,7 @@ use crate::adapter::{Applied, Site, Target};
 use crate::buffers::Buffers;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
-use crate::model::{Layer, Matrix, Model};
+use crate::model::{Ffn, Layer, Matrix, Model, Moe};
 use crate::ops::attention::{self, Heads, Kernel};
 use crate::ops::{self, act, matmul, norm, rope};
 use crate::threads::Threads;
@@ -88,7 +88,7 @@ impl Step<'_> {
 
     /// [`linear`](Self::linear) with the matrix of `layer` (number `il`) that `t` names.
     fn project(&self, il: usize, layer: &Layer, t: Target, x: &[f32]) -> Result<Vec<f32>> {
-        let (w, b) = layer.matrix(t);
+        let (w, b) = dense(layer, t)?;
         self.linear(Site::Layer(il, t), w, b, x)
     }
 
@@ -101,14 +101,18 @@ impl Step<'_> {
         targets: [Target; N],
         x: &[f32],
     ) -> Result<[Vec<f32>; N]> {
-        let n = x.len() / layer.matrix(targets[0]).0.cols;
+        let mats = targets
+            .iter()
+            .map(|&t| dense(layer, t))
+            .collect::<Result<Vec<_>>>()?;
+        let n = x.len() / mats[0].0.cols;
         let bytes = self.m.bytes();
-        let ws = targets.map(|t| layer.matrix(t).0.view(bytes));
+        let ws: [_; N] = std::array::from_fn(|i| mats[i].0.view(bytes));
         let mut ys = ws.map(|w| self.bufs.take(n * w.rows));
         let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
         matmul::matmul_many(&self.m.threads, &ws, x, &mut outs)?;
-        for (t, y) in targets.into_iter().zip(ys.iter_mut()) {
-            self.finish(Site::Layer(il, t), layer.matrix(t).1, x, y)?;
+        for ((t, y), (_, b)) in targets.into_iter().zip(ys.iter_mut()).zip(&mats) {
+            self.finish(Site::Layer(il, t), *b, x, y)?;
         }
         Ok(ys)
     }
@@ -274,14 +278,30 @@ impl Step<'_> {
         c
     }
 
+    /// The feed-forward network of layer `il` on normed input `x`: its gated MLP, or its
+    /// experts.
+    pub fn ffn(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
+        match &layer.ffn {
+            Ffn::Dense { .. } => self.mlp(il, layer, x, glu),
+            Ffn::Moe(moe) => self.moe(moe, x, glu),
+        }
+    }
+
     /// The gated MLP on normed input `x`. The gate's buffer takes `act(gate) * up` in place and
     /// `up` is freed before the down projection, so a long batch holds two `n_ff`-wide buffers
     /// at most.
-    pub fn mlp(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
+    fn mlp(&self, il: usize, layer: &Layer, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
         let [up, mut h] = self.project_many(il, layer, [Target::FfnUp, Target::FfnGate], x)?;
-        let n_ff = layer.up.rows;
-        // Tokens split across threads (a row at a time: the same per-row function).
-        self.m.threads.chunks(&mut h, n_ff, 1, |t0, piece| {
+        self.glu(glu, &mut h, &up, dense(layer, Target::FfnUp)?.0.rows);
+        self.give(up);
+        let y = self.project(il, layer, Target::FfnDown, &h);
+        self.give(h);
+        y
+    }
+
+    /// `gate = act(gate) * up` for rows of `n_ff` (tokens split across threads).
+    fn glu(&self, glu: Glu, gate: &mut [f32], up: &[f32], n_ff: usize) {
+        self.m.threads.chunks(gate, n_ff, 1, |t0, piece| {
             let u = &up[t0 * n_ff..t0 * n_ff + piece.len()];
             for (g, u) in piece.chunks_exact_mut(n_ff).zip(u.chunks_exact(n_ff)) {
                 match glu {
@@ -290,10 +310,68 @@ impl Step<'_> {
                 }
             }
         });
-        self.give(up);
-        let y = self.project(il, layer, Target::FfnDown, &h);
-        self.give(h);
-        y
+    }
+
+    /// A mixture of experts on normed input `x`, as llama.cpp's `build_moe_ffn` computes it:
+    /// the router's softmax over every expert, the `n_used` most probable (ties to the lower
+    /// index), their probabilities renormalized to sum to one, each chosen expert's gated MLP
+    /// scaled by its weight, and the scaled outputs added in the order of the choice. Each
+    /// expert runs once per step, over the tokens routed to it.
+    fn moe(&self, moe: &Moe, x: &[f32], glu: Glu) -> Result<Vec<f32>> {
+        let n_embd = moe.router.cols;
+        let n_tok = x.len() / n_embd;
+        let (n_exp, k) = (moe.gate.len(), moe.n_used);
+        let mut probs = self.matmul(&moe.router, x)?;
+        let mut chosen = vec![(0usize, 0f32); n_tok * k];
+        for (p, pick) in probs
+            .chunks_exact_mut(n_exp)
+            .zip(chosen.chunks_exact_mut(k))
+        {
+            route(p, pick);
+        }
+        self.give(probs);
+        // The output of every (token, choice), then their sum in choice order.
+        let mut parts = self.bufs.take(n_tok * k * n_embd);
+        let mut routed = Vec::new();
+        for e in 0..n_exp {
+            routed.clear();
+            routed.extend((0..n_tok * k).filter(|&i| chosen[i].0 == e));
+            if routed.is_empty() {
+                continue;
+            }
+            let mut xs = self.bufs.take(routed.len() * n_embd);
+            for (row, &i) in xs.chunks_exact_mut(n_embd).zip(&routed) {
+                let t = i / k;
+                row.copy_from_slice(&x[t * n_embd..(t + 1) * n_embd]);
+            }
+            let mut g = self.matmul(&moe.gate[e], &xs)?;
+            let u = self.matmul(&moe.up[e], &xs)?;
+            self.glu(glu, &mut g, &u, moe.gate[e].rows);
+            self.give(u);
+            let d = self.matmul(&moe.down[e], &g)?;
+            self.give(g);
+            for (row, &i) in d.chunks_exact(n_embd).zip(&routed) {
+                let w = chosen[i].1;
+                let dst = &mut parts[i * n_embd..(i + 1) * n_embd];
+                for (o, &v) in dst.iter_mut().zip(row) {
+                    *o = v * w;
+                }
+            }
+            self.give(d);
+            self.give(xs);
+        }
+        let mut out = self.bufs.take(n_tok * n_embd);
+        for (o, p) in out
+            .chunks_exact_mut(n_embd)
+            .zip(parts.chunks_exact(k * n_embd))
+        {
+            o.copy_from_slice(&p[..n_embd]);
+            for part in p.chunks_exact(n_embd).skip(1) {
+                ops::add_assign(o, part);
+            }
+        }
+        self.give(parts);
+        Ok(out)
     }
 
     /// Keeps only the rows whose logits are wanted (llama.cpp does this in the last layer,
@@ -324,5 +402,35 @@ impl Step<'_> {
             }
         }
         Ok(logits)
+    }
+}
+
+/// The dense matrix (and bias) of `layer` that `t` names; a mixture of experts has none for the
+/// FFN targets (its callers take the expert path first).
+fn dense(layer: &Layer, t: Target) -> Result<(&Matrix, Option<&Vec<f32>>)> {
+    layer.matrix(t).ok_or_else(|| {
+        crate::error::EngineError::Options(format!(
+            "the layer has experts, not one {} matrix",
+            t.name()
+        ))
+    })
+}
+
+/// The router of one token: `p` (the router's logits of every expert) becomes their softmax
+/// (`ggml_soft_max`: the vector `expf`, the f64 sum inverted then rounded to f32), and `pick`
+/// the `pick.len()` most probable experts, best first (ties to the lower index, as ggml's
+/// argsort), each with its probability divided by the chosen ones' sum (f64, rounded to f32,
+/// at least 2⁻¹⁴).
+fn route(p: &mut [f32], pick: &mut [(usize, f32)]) {
+    let max = act::max(p);
+    let inv = (1.0 / act::exp_sum(p, max)) as f32;
+    p.iter_mut().for_each(|v| *v *= inv);
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    // Stable: equal probabilities keep the lower index first.
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let best = &order[..pick.len()];
+    let sum = (best.iter().map(|&e| p[e] as f64).sum::<f64>() as f32).max(6.103_515_6e-5);
+    for (slot, &e) in pick.iter_mut().zip(best) {
+        *slot = (e, p[e] / sum);
     }
 }

@@ -66,6 +66,11 @@ pub struct Hparams {
     pub embd_scale: Option<f32>,
     /// `logits = c·tanh(logits/c)` when set.
     pub final_softcap: Option<f32>,
+    /// Mixture of experts (`expert_count`, 0 for a dense model): experts per layer, experts each
+    /// token is routed to, and the hidden size of one expert's FFN.
+    pub n_expert: usize,
+    pub n_expert_used: usize,
+    pub n_ff_exp: usize,
 }
 
 /// A weight matrix in the model file: `rows` rows of `cols` elements.
@@ -184,28 +189,53 @@ pub(crate) struct Layer {
     /// Norms of the attention and FFN outputs before the residual adds (Gemma).
     pub attn_post_norm: Option<Vec<f32>>,
     pub ffn_norm: Vec<f32>,
-    pub gate: Matrix,
-    pub up: Matrix,
-    pub down: Matrix,
-    pub gate_b: Option<Vec<f32>>,
-    pub up_b: Option<Vec<f32>>,
-    pub down_b: Option<Vec<f32>>,
+    pub ffn: Ffn,
     pub ffn_post_norm: Option<Vec<f32>>,
 }
 
+/// A block's feed-forward network.
+pub(crate) enum Ffn {
+    /// One gated MLP for every token.
+    Dense {
+        gate: Matrix,
+        up: Matrix,
+        down: Matrix,
+        gate_b: Option<Vec<f32>>,
+        up_b: Option<Vec<f32>>,
+        down_b: Option<Vec<f32>>,
+    },
+    /// Experts, each a gated MLP, and a router that picks some of them per token.
+    Moe(Moe),
+}
+
+/// A mixture of experts: `router` (`ffn_gate_inp`, one row per expert) scores the experts of a
+/// token, the `n_used` best run on it, and their outputs are summed with the softmax weights
+/// renormalized over the chosen ones. Expert `e`'s matrices are slices of the 3-D
+/// `ffn_{gate,up,down}_exps` tensors, left in the file's map (read, so made resident, only
+/// when a token is routed to them).
+pub(crate) struct Moe {
+    pub router: Matrix,
+    pub gate: Vec<Matrix>,
+    pub up: Vec<Matrix>,
+    pub down: Vec<Matrix>,
+    pub n_used: usize,
+}
+
 impl Layer {
-    /// The matrix a target names, and its bias.
-    pub fn matrix(&self, t: crate::adapter::Target) -> (&Matrix, Option<&Vec<f32>>) {
+    /// The matrix a target names, and its bias (`None` for the FFN targets of a mixture of
+    /// experts, which has no single such matrix).
+    pub fn matrix(&self, t: crate::adapter::Target) -> Option<(&Matrix, Option<&Vec<f32>>)> {
         use crate::adapter::Target;
-        match t {
-            Target::AttnQ => (&self.wq, self.bq.as_ref()),
-            Target::AttnK => (&self.wk, self.bk.as_ref()),
-            Target::AttnV => (&self.wv, self.bv.as_ref()),
-            Target::AttnOutput => (&self.wo, self.bo.as_ref()),
-            Target::FfnGate => (&self.gate, self.gate_b.as_ref()),
-            Target::FfnUp => (&self.up, self.up_b.as_ref()),
-            Target::FfnDown => (&self.down, self.down_b.as_ref()),
-        }
+        Some(match (t, &self.ffn) {
+            (Target::AttnQ, _) => (&self.wq, self.bq.as_ref()),
+            (Target::AttnK, _) => (&self.wk, self.bk.as_ref()),
+            (Target::AttnV, _) => (&self.wv, self.bv.as_ref()),
+            (Target::AttnOutput, _) => (&self.wo, self.bo.as_ref()),
+            (Target::FfnGate, Ffn::Dense { gate, gate_b, .. }) => (gate, gate_b.as_ref()),
+            (Target::FfnUp, Ffn::Dense { up, up_b, .. }) => (up, up_b.as_ref()),
+            (Target::FfnDown, Ffn::Dense { down, down_b, .. }) => (down, down_b.as_ref()),
+            (_, Ffn::Moe(_)) => return None,
+        })
     }
 }
 
@@ -261,16 +291,13 @@ impl Model {
         let threads = Threads::new(opts.threads)?;
         let mut output = output;
         if opts.repack {
+            // Experts stay as the file has them: repacking would make every one resident.
             for l in &mut layers {
-                for m in [
-                    &mut l.wq,
-                    &mut l.wk,
-                    &mut l.wv,
-                    &mut l.wo,
-                    &mut l.gate,
-                    &mut l.up,
-                    &mut l.down,
-                ] {
+                let mut ms = vec![&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo];
+                if let Ffn::Dense { gate, up, down, .. } = &mut l.ffn {
+                    ms.extend([gate, up, down]);
+                }
+                for m in ms {
                     m.repack(&file, &threads, opts.exact)?;
                 }
             }
@@ -317,7 +344,7 @@ impl Model {
         use crate::adapter::Site;
         match site {
             Site::Output => Some(&self.output),
-            Site::Layer(il, t) => Some(self.layers.get(il)?.matrix(t).0),
+            Site::Layer(il, t) => Some(self.layers.get(il)?.matrix(t)?.0),
         }
     }
 
@@ -444,6 +471,15 @@ impl Loader<'_> {
         })?;
         let n_ctx_train = self.u(key::CONTEXT_LENGTH)?;
         let n_ff = self.u(key::FEED_FORWARD_LENGTH)?;
+        let n_expert = self.opt_u(key::EXPERT_COUNT)?.unwrap_or(0);
+        let n_expert_used = self.opt_u(key::EXPERT_USED_COUNT)?.unwrap_or(0);
+        // Mixtral-style llama files give the experts the model's FFN size.
+        let n_ff_exp = self.opt_u(key::EXPERT_FEED_FORWARD_LENGTH)?.unwrap_or(n_ff);
+        if n_expert > 0 && (n_expert_used == 0 || n_expert_used > n_expert || n_ff_exp == 0) {
+            return Err(self.err(format!(
+                "{n_expert_used} of {n_expert} experts used per token, expert FFN {n_ff_exp}"
+            )));
+        }
         let emb = self.tensor_dims("token_embd.weight")?;
         let n_vocab = emb.get(1).copied().unwrap_or(0) as usize;
         let freq_base = self.opt_f(key::ROPE_FREQ_BASE)?.unwrap_or(10000.0);
@@ -465,6 +501,9 @@ impl Loader<'_> {
             q_scale: None,
             embd_scale: None,
             final_softcap: None,
+            n_expert,
+            n_expert_used,
+            n_ff_exp,
         })
     }
 
@@ -538,13 +577,7 @@ impl Loader<'_> {
                 "tensor {name:?} has shape {dims:?}, expected {want:?}"
             )));
         }
-        vec_dot_type(t.ty).map_err(|_| {
-            self.err(format!(
-                "tensor {name:?} is {}, which hearth cannot multiply; re-quantize the model \
-                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS)",
-                t.ty
-            ))
-        })?;
+        self.multipliable(name, t.ty)?;
         let start = (self.file.data_offset + t.offset) as usize;
         Ok(Some(Matrix::in_file(
             t.ty,
@@ -553,6 +586,37 @@ impl Loader<'_> {
             start,
             t.n_bytes as usize,
         )))
+    }
+
+    /// A 3-D weight `[cols, rows, n]` (ggml order) as `n` matrices of `rows × cols`, each a
+    /// slice of the file.
+    pub fn experts(&self, name: &str, cols: usize, rows: usize, n: usize) -> Result<Vec<Matrix>> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| self.err(format!("tensor {name:?} is missing")))?;
+        let want = [cols as u64, rows as u64, n as u64];
+        if t.dims[..] != want {
+            return Err(self.err(format!(
+                "tensor {name:?} has shape {:?}, expected {want:?}",
+                t.dims
+            )));
+        }
+        self.multipliable(name, t.ty)?;
+        let per = t.n_bytes as usize / n.max(1);
+        let start = (self.file.data_offset + t.offset) as usize;
+        Ok((0..n)
+            .map(|i| Matrix::in_file(t.ty, rows, cols, start + i * per, per))
+            .collect())
+    }
+
+    fn multipliable(&self, name: &str, ty: GgmlType) -> Result<()> {
+        vec_dot_type(ty).map(|_| ()).map_err(|_| {
+            self.err(format!(
+                "tensor {name:?} is {ty}, which hearth cannot multiply; re-quantize the model \
+                 (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS)"
+            ))
+        })
     }
 
     /// A 1-D tensor of `len` elements, decoded to f32 (norm weights, biases, RoPE factors).
@@ -603,12 +667,25 @@ impl Loader<'_> {
             k_norm: need(spec.qk_norm, &n("attn_k_norm.weight"), hd)?,
             attn_post_norm: need(spec.post_norms, &n("post_attention_norm.weight"), e)?,
             ffn_norm: self.vector(&n("ffn_norm.weight"), e)?,
-            gate: self.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
-            up: self.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
-            down: self.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
-            gate_b: self.opt_vector(&n("ffn_gate.bias"), hp.n_ff)?,
-            up_b: self.opt_vector(&n("ffn_up.bias"), hp.n_ff)?,
-            down_b: self.opt_vector(&n("ffn_down.bias"), e)?,
+            ffn: if hp.n_expert > 0 {
+                let (ne, nf) = (hp.n_expert, hp.n_ff_exp);
+                Ffn::Moe(Moe {
+                    router: self.matrix(&n("ffn_gate_inp.weight"), e, ne)?,
+                    gate: self.experts(&n("ffn_gate_exps.weight"), e, nf, ne)?,
+                    up: self.experts(&n("ffn_up_exps.weight"), e, nf, ne)?,
+                    down: self.experts(&n("ffn_down_exps.weight"), nf, e, ne)?,
+                    n_used: hp.n_expert_used,
+                })
+            } else {
+                Ffn::Dense {
+                    gate: self.matrix(&n("ffn_gate.weight"), e, hp.n_ff)?,
+                    up: self.matrix(&n("ffn_up.weight"), e, hp.n_ff)?,
+                    down: self.matrix(&n("ffn_down.weight"), hp.n_ff, e)?,
+                    gate_b: self.opt_vector(&n("ffn_gate.bias"), hp.n_ff)?,
+                    up_b: self.opt_vector(&n("ffn_up.bias"), hp.n_ff)?,
+                    down_b: self.opt_vector(&n("ffn_down.bias"), e)?,
+                }
+            },
             ffn_post_norm: need(spec.post_norms, &n("post_ffw_norm.weight"), e)?,
         })
     }

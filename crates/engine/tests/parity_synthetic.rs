@@ -1,5 +1,5 @@
-//! Logit and greedy parity with llama.cpp on the 16 dense synthetic models
-//! (gemma3, llama, qwen2, qwen3 × f16, q8_0, q4_0, q4_k_m).
+//! Logit and greedy parity with llama.cpp on the 20 synthetic models (gemma3, llama, qwen2,
+//! qwen3 and the mixture of experts qwen3moe × f16, q8_0, q4_0, q4_k_m).
 //!
 //! Each file runs with flash attention on (checked against the fixture's default references) and
 //! off (checked against its `_fa_off` references); the other pairings are printed for
@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use hearth_engine::AttentionMode;
 
-const ARCHS: [&str; 4] = ["gemma3", "llama", "qwen2", "qwen3"];
+const ARCHS: [&str; 5] = ["gemma3", "llama", "qwen2", "qwen3", "qwen3moe"];
 const TYPES: [&str; 4] = ["f16", "q8_0", "q4_0", "q4_k_m"];
 
 #[test]
@@ -50,15 +50,37 @@ fn synthetic_models_match_llama_cpp() {
                     AttentionMode::Flash => (&on, &g_on),
                     AttentionMode::Standard => (&off, &g_off),
                 };
-                if !logits.passes() {
+                let passes = if arch.ends_with("moe") {
+                    logits.passes_moe()
+                } else {
+                    logits.passes()
+                };
+                if !passes {
                     failures.push(format!(
                         "{name} {tag}: logits {} {:?}",
                         logits.summary(),
                         logits.violation_notes
                     ));
                 }
-                for f in &greedy.failures {
-                    failures.push(format!("{name} {tag}: greedy {f}"));
+                // A mixture of experts may also part from llama.cpp's greedy run where a
+                // near-tied expert choice flips (the top-1 break PARITY.md allows at up to 5% of
+                // positions; `moe_in_exact_orders_follows_llama_cpp_greedy` holds the exact
+                // orders to the dense rule).
+                let steps: u64 = fixture["greedy"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["n_predict"].as_u64().unwrap())
+                    .sum();
+                let allowed = if arch.ends_with("moe") {
+                    (MOE_TOP1_SHARE * steps as f64) as usize
+                } else {
+                    0
+                };
+                if greedy.failures.len() > allowed {
+                    for f in &greedy.failures {
+                        failures.push(format!("{name} {tag}: greedy {f}"));
+                    }
                 }
             }
         }
@@ -86,5 +108,25 @@ fn exact_orders_reproduce_llama_cpp_to_the_last_printed_digit() {
             let (on, _) = logit_parity(&model, &fixture["logits"], AttentionMode::Flash);
             assert!(on.max_diff < 1e-3, "{name}: {}", on.summary());
         }
+    }
+}
+
+/// The mixture of experts in llama.cpp's own float orders follows its greedy runs wherever
+/// llama.cpp's gap is not a near-tie: with hearth's fast orders a token's router can land on
+/// the other side of a near-tied expert choice, which moves logits by whole units (PARITY.md).
+#[test]
+fn moe_in_exact_orders_follows_llama_cpp_greedy() {
+    let dir = fixtures().join("synthetic");
+    for ty in ["f16", "q8_0", "q4_0", "q4_k_m"] {
+        let name = format!("synth-qwen3moe-{ty}");
+        let fixture = read_json(&dir.join(format!("{name}.json")));
+        let opts = hearth_engine::LoadOptions {
+            exact: true,
+            ..Default::default()
+        };
+        let model = hearth_engine::Model::load(dir.join(format!("{name}.gguf")), &opts).unwrap();
+        let (g_on, _) = greedy_parity(&model, &fixture["greedy"], AttentionMode::Flash);
+        eprintln!("{name}: {}", g_on.summary());
+        assert!(g_on.failures.is_empty(), "{name}: {:?}", g_on.failures);
     }
 }

@@ -107,7 +107,7 @@ pub(crate) fn forward(step: &mut Step) -> Result<Vec<f32>> {
         }
         // x = x + RMSNorm_post(GeGLU(RMSNorm(x)))
         let h = step.norm(&x, &layer.ffn_norm);
-        let f = step.mlp(il, layer, &h, Glu::Geglu)?;
+        let f = step.ffn(il, layer, &h, Glu::Geglu)?;
         let mut f_normed = step.norm(&f, post(&layer.ffn_post_norm));
         ops::add_assign(&mut f_normed, &x);
         for v in [h, f, std::mem::replace(&mut x, f_normed)] {

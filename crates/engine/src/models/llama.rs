@@ -49,7 +49,7 @@ pub(crate) fn forward(step: &mut Step) -> Result<Vec<f32>> {
         step.give(a);
         // x = x + SwiGLU(RMSNorm(x))
         let h = step.norm(&x, &layer.ffn_norm);
-        let f = step.mlp(il, layer, &h, Glu::Swiglu)?;
+        let f = step.ffn(il, layer, &h, Glu::Swiglu)?;
         ops::add_assign(&mut x, &f);
         step.give(h);
         step.give(f);

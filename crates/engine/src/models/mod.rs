@@ -6,6 +6,7 @@ pub(crate) mod gemma3;
 pub(crate) mod llama;
 pub(crate) mod qwen2;
 pub(crate) mod qwen3;
+pub(crate) mod qwen3moe;
 
 use crate::blocks::Step;
 use crate::error::Result;
@@ -17,17 +18,25 @@ pub enum Arch {
     Llama,
     Qwen2,
     Qwen3,
+    Qwen3Moe,
     Gemma3,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Gemma3, Arch::Llama, Arch::Qwen2, Arch::Qwen3];
+    pub const ALL: [Arch; 5] = [
+        Arch::Gemma3,
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Qwen3Moe,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
+            Arch::Qwen3Moe => "qwen3moe",
             Arch::Gemma3 => "gemma3",
         }
     }
@@ -48,6 +57,7 @@ pub(crate) fn hparams(arch: Arch, ld: &Loader) -> Result<Hparams> {
         Arch::Llama => llama::hparams(ld),
         Arch::Qwen2 => qwen2::hparams(ld),
         Arch::Qwen3 => qwen3::hparams(ld),
+        Arch::Qwen3Moe => qwen3moe::hparams(ld),
         Arch::Gemma3 => gemma3::hparams(ld),
     }
 }
@@ -57,6 +67,7 @@ pub(crate) fn layer_spec(arch: Arch) -> LayerSpec {
         Arch::Llama => llama::LAYER,
         Arch::Qwen2 => qwen2::LAYER,
         Arch::Qwen3 => qwen3::LAYER,
+        Arch::Qwen3Moe => qwen3moe::LAYER,
         Arch::Gemma3 => gemma3::LAYER,
     }
 }
@@ -64,7 +75,7 @@ pub(crate) fn layer_spec(arch: Arch) -> LayerSpec {
 /// Runs the step's batch through the model; returns the logits of the step's output rows.
 pub(crate) fn forward(step: &mut Step) -> Result<Vec<f32>> {
     match step.m.hparams().arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 => llama::forward(step),
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Qwen3Moe => llama::forward(step),
         Arch::Gemma3 => gemma3::forward(step),
     }
 }
