@@ -154,6 +154,90 @@ fn synth_writes_a_model_that_reads_back_and_tokenizes() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// Mixtral-style experts in a llama file: the preset writes them with the model's FFN size and
+/// no separate expert size (as Mixtral files are), `inspect` and `bench` count the parameters a
+/// token reads, the model runs, and experts on an architecture without them are refused.
+#[test]
+fn synth_mixtral_preset_and_active_parameters() {
+    let out = tmp("synth-mixtral.gguf");
+    let path = out.to_str().unwrap();
+    let o = hearth(&[
+        "synth",
+        "--arch",
+        "llama",
+        "--preset",
+        "mixtral",
+        "--type",
+        "Q8_0",
+        "--vocab",
+        &default_model(),
+        "--n-vocab",
+        "1024",
+        "-o",
+        path,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info = stdout_json(&hearth(&["inspect", "--json", path]));
+    let md = &info["metadata"];
+    assert_eq!(
+        (
+            md["llama.expert_count"].as_u64(),
+            md["llama.expert_used_count"].as_u64()
+        ),
+        (Some(8), Some(2))
+    );
+    assert!(md.get("llama.expert_feed_forward_length").is_none());
+    let names: Vec<&str> = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"blk.1.ffn_down_exps.weight") && !names.contains(&"blk.0.ffn_up.weight")
+    );
+    // 8 experts of 3 × 256 × 256 in each of 2 layers, of which a token reads 2.
+    let experts = 2 * 8 * 3 * 256 * 256u64;
+    let (total, active) = (
+        info["totals"]["parameters"].as_u64().unwrap(),
+        info["totals"]["active_parameters"].as_u64().unwrap(),
+    );
+    assert_eq!(total - active, experts / 8 * 6);
+    let rows = stdout_json(&hearth(&[
+        "bench",
+        "-m",
+        path,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "--ttft-prompt",
+        "0",
+        "--json",
+    ]));
+    assert_eq!(rows[0]["model_n_params"].as_u64(), Some(total));
+    assert_eq!(rows[0]["model_n_params_active"].as_u64(), Some(active));
+    let text = String::from_utf8(hearth(&["inspect", path]).stdout).unwrap();
+    assert!(text.contains("active per token"), "{text}");
+    let o = hearth(&[
+        "run", "-m", path, "--raw", "-n", "4", "--temp", "0", "Hello",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let bad = hearth(&[
+        "synth", "--arch", "qwen3", "--preset", "mixtral", "-o", path,
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no experts"));
+}
+
 /// Asserts that a run failed with exit code 1 and an error that mentions `want`.
 fn fails_with(o: &Output, want: &str) {
     let err = String::from_utf8_lossy(&o.stderr);

@@ -1,5 +1,8 @@
-//! Logit and greedy parity with llama.cpp on the 20 synthetic models (gemma3, llama, qwen2,
-//! qwen3 and the mixture of experts qwen3moe × f16, q8_0, q4_0, q4_k_m).
+//! Logit and greedy parity with llama.cpp on the 22 synthetic models: the shared fixtures
+//! (gemma3, llama, qwen2, qwen3 and the mixture of experts qwen3moe × f16, q8_0, q4_0,
+//! q4_k_m), and Mixtral-style experts in llama files (`hearth synth --arch llama --preset
+//! mixtral`, q4_0 and q4_k_m; references by `scripts/make-reference.py` on llama.cpp 0.3.36's
+//! clang AMX build, the prompts of `synth-llama-q8_0.json`).
 //!
 //! Each file runs with flash attention on (checked against the fixture's default references) and
 //! off (checked against its `_fa_off` references); the other pairings are printed for
@@ -14,6 +17,21 @@ use hearth_engine::AttentionMode;
 const ARCHS: [&str; 5] = ["gemma3", "llama", "qwen2", "qwen3", "qwen3moe"];
 const TYPES: [&str; 4] = ["f16", "q8_0", "q4_0", "q4_k_m"];
 
+/// Every synthetic file: the shared fixtures' architectures in every type, and the Mixtral-style
+/// files hearth made.
+fn models() -> Vec<(&'static str, &'static str)> {
+    let mut m: Vec<_> = ARCHS
+        .iter()
+        .flat_map(|&a| TYPES.iter().map(move |&t| (a, t)))
+        .collect();
+    m.extend([("mixtral", "q4_0"), ("mixtral", "q4_k_m")]);
+    m
+}
+
+fn is_moe(arch: &str) -> bool {
+    matches!(arch, "qwen3moe" | "mixtral")
+}
+
 #[test]
 fn synthetic_models_match_llama_cpp() {
     let dir = fixtures().join("synthetic");
@@ -26,8 +44,8 @@ fn synthetic_models_match_llama_cpp() {
         "logits vs fa-off ref",
         "greedy (vs fa-on | fa-off)"
     )];
-    for arch in ARCHS {
-        for ty in TYPES {
+    for (arch, ty) in models() {
+        {
             let name = format!("synth-{arch}-{ty}");
             let fixture = read_json(&dir.join(format!("{name}.json")));
             let model = load(&dir.join(format!("{name}.gguf")));
@@ -50,7 +68,7 @@ fn synthetic_models_match_llama_cpp() {
                     AttentionMode::Flash => (&on, &g_on),
                     AttentionMode::Standard => (&off, &g_off),
                 };
-                let passes = if arch.ends_with("moe") {
+                let passes = if is_moe(arch) {
                     logits.passes_moe()
                 } else {
                     logits.passes()
@@ -72,7 +90,7 @@ fn synthetic_models_match_llama_cpp() {
                     .iter()
                     .map(|c| c["n_predict"].as_u64().unwrap())
                     .sum();
-                let allowed = if arch.ends_with("moe") {
+                let allowed = if is_moe(arch) {
                     (MOE_TOP1_SHARE * steps as f64) as usize
                 } else {
                     0

@@ -253,6 +253,14 @@ impl std::ops::Deref for GgufFile {
     }
 }
 
+/// [`GgufFile::parameter_counts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParameterCounts {
+    pub total: u64,
+    /// Read for one token: every parameter but those of the experts it is not routed to.
+    pub active: u64,
+}
+
 impl GgufFile {
     /// Memory-maps `path` read-only and validates its header.
     ///
@@ -331,6 +339,33 @@ impl GgufFile {
 
     pub fn file_size(&self) -> u64 {
         self.bytes().len() as u64
+    }
+
+    /// The parameters of every tensor, and of those the ones one token's forward pass reads:
+    /// in a mixture of experts (`{arch}.expert_count` experts in `*_exps` tensors) a token reads
+    /// `{arch}.expert_used_count` of them.
+    pub fn parameter_counts(&self) -> ParameterCounts {
+        let total: u64 = self.tensors.iter().map(|t| t.n_elements).sum();
+        let m = self.metadata();
+        let count = m.opt_arch_u64(keys::arch::EXPERT_COUNT).ok().flatten();
+        let used = m.opt_arch_u64(keys::arch::EXPERT_USED_COUNT).ok().flatten();
+        let (Some(n), Some(k)) = (count, used) else {
+            return ParameterCounts {
+                total,
+                active: total,
+            };
+        };
+        let experts: u64 = self
+            .tensors
+            .iter()
+            .filter(|t| t.name.ends_with("_exps.weight"))
+            .map(|t| t.n_elements)
+            .sum();
+        let idle = experts - experts / n.max(1) * k.min(n);
+        ParameterCounts {
+            total,
+            active: total - idle,
+        }
     }
 
     pub fn metadata(&self) -> &Metadata {

@@ -61,6 +61,9 @@ pub enum Preset {
     Tiny,
     /// About a billion parameters in the shape of the family's ~1B release.
     OneB,
+    /// Mixtral-style (llama only): the tiny shape with 8 experts of the model's FFN size, 2
+    /// used per token, an untied head.
+    Mixtral,
 }
 
 impl FromStr for Preset {
@@ -69,8 +72,9 @@ impl FromStr for Preset {
         match s {
             "tiny" => Ok(Preset::Tiny),
             "1b" | "1B" => Ok(Preset::OneB),
+            "mixtral" => Ok(Preset::Mixtral),
             _ => Err(SynthError::Usage(format!(
-                "unknown preset {s:?} (tiny or 1b)"
+                "unknown preset {s:?} (tiny, 1b, or mixtral for llama)"
             ))),
         }
     }
@@ -123,6 +127,16 @@ impl Config {
             (Arch::Llama, Preset::Tiny) => Config {
                 rope_base: 5e5,
                 eps: 1e-5,
+                ..base
+            },
+            // Mixtral 8x7B's proportions (8 experts, 2 used, rope base 1e6) at the tiny size;
+            // `validate` turns it down for the other architectures.
+            (_, Preset::Mixtral) => Config {
+                eps: 1e-5,
+                tied: false,
+                n_expert: 8,
+                n_expert_used: 2,
+                n_ff_exp: base.n_ff,
                 ..base
             },
             (Arch::Qwen2 | Arch::Qwen3, Preset::Tiny) => base,
@@ -222,6 +236,26 @@ impl Config {
         }
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head size {} must be even for RoPE", self.head_dim));
+        }
+        match self.arch {
+            Arch::Llama | Arch::Qwen3Moe => {}
+            _ if self.is_moe() => {
+                return bad(format!(
+                    "{} has no experts (llama takes them Mixtral-style, qwen3moe has its own)",
+                    self.arch
+                ));
+            }
+            _ => {}
+        }
+        if self.arch == Arch::Qwen3Moe && !self.is_moe() {
+            return bad("qwen3moe needs experts (--experts)".into());
+        }
+        // llama.cpp gives a llama file's experts the model's FFN size.
+        if self.arch == Arch::Llama && self.is_moe() && self.n_ff_exp != self.n_ff {
+            return bad(format!(
+                "llama's experts have the FFN size {}, not {}",
+                self.n_ff, self.n_ff_exp
+            ));
         }
         if self.is_moe()
             && (self.n_expert_used == 0 || self.n_expert_used > self.n_expert || self.n_ff_exp == 0)

@@ -275,8 +275,11 @@ fn set_hparams(w: &mut GgufWriter, c: &Config, ft: FileType, n_vocab: usize, see
     }
     if c.is_moe() {
         w.set(k("expert_count"), c.n_expert as u32)
-            .set(k("expert_used_count"), c.n_expert_used as u32)
-            .set(k("expert_feed_forward_length"), c.n_ff_exp as u32);
+            .set(k("expert_used_count"), c.n_expert_used as u32);
+        // Mixtral-style llama files have no separate expert size (llama.cpp uses n_ff).
+        if c.arch != Arch::Llama {
+            w.set(k("expert_feed_forward_length"), c.n_ff_exp as u32);
+        }
     }
 }
 

@@ -91,6 +91,8 @@ struct ModelInfo {
     desc: String,
     size: u64,
     n_params: u64,
+    /// Parameters one token reads (fewer than `n_params` in a mixture of experts).
+    n_params_active: u64,
     file_size: u64,
 }
 
@@ -136,10 +138,13 @@ pub fn run(a: Args) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut header_done = false;
     let mut notes: Vec<String> = Vec::new();
+    // (total, active) parameters of the model.
+    let mut params: Option<(u64, u64)> = None;
     for &nt in &threads {
         reset_peak_rss();
         let (model, tok) = generate::load(&a.model, nt)?;
         let info = model_info(&model);
+        params = Some((info.n_params, info.n_params_active));
         let bos = tok.bos().filter(|_| tok.adds_bos());
         let opts = a.session.options(&model, n_ctx)?;
         let mut session = model.session(opts.clone())?;
@@ -246,6 +251,7 @@ pub fn run(a: Args) -> Result<()> {
                 "model_type": info.desc,
                 "model_size": info.size,
                 "model_n_params": info.n_params,
+                "model_n_params_active": info.n_params_active,
                 "n_threads": nt,
                 "type_k": a.session.cache_type_k.name(),
                 "type_v": a.session.cache_type_v.name(),
@@ -300,6 +306,13 @@ pub fn run(a: Args) -> Result<()> {
             "peak resident memory ({nt} threads): {peak} (model file {:.1} MiB, KV cache {:.1} MiB)",
             info.file_size as f64 / (1024.0 * 1024.0),
             session.cache_bytes() as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    if let Some((total, active)) = params.filter(|(t, a)| t != a) {
+        notes.push(format!(
+            "mixture of experts: {} parameters, {} active per token",
+            params_str(total),
+            params_str(active)
         ));
     }
     if a.json {
@@ -386,7 +399,8 @@ fn stdev(v: &[f64]) -> f64 {
 fn model_info(model: &Model) -> ModelInfo {
     let f = model.gguf();
     let size: u64 = f.tensors.iter().map(|t| t.n_bytes).sum();
-    let n_params: u64 = f.tensors.iter().map(|t| t.n_elements).sum();
+    let counts = f.parameter_counts();
+    let n_params = counts.total;
     let ftype = f
         .metadata()
         .opt_u64(hearth_gguf::keys::FILE_TYPE)
@@ -404,6 +418,7 @@ fn model_info(model: &Model) -> ModelInfo {
         desc: format!("{} {params} {ftype}", model.architecture().name()),
         size,
         n_params,
+        n_params_active: counts.active,
     }
 }
 

@@ -99,6 +99,15 @@ pub fn run(a: Args) -> Result<()> {
             0.0
         }
     )?;
+    let counts = f.parameter_counts();
+    if counts.active != counts.total {
+        writeln!(
+            out,
+            "  mixture of experts: {} parameters ({}) active per token",
+            counts.active,
+            human_count(counts.active)
+        )?;
+    }
     for (ty, (n, p, b)) in by_type(&f.tensors) {
         writeln!(
             out,
@@ -203,6 +212,7 @@ fn to_json(f: &GgufFile, full: bool) -> serde_json::Value {
         "data_offset": f.data_offset,
         "metadata": metadata,
         "tensors": tensors,
-        "totals": {"tensors": f.tensors.len(), "parameters": params, "tensor_bytes": bytes},
+        "totals": {"tensors": f.tensors.len(), "parameters": params,
+                   "active_parameters": f.parameter_counts().active, "tensor_bytes": bytes},
     })
 }

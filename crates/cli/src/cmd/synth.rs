@@ -15,7 +15,8 @@ pub struct Args {
     /// gemma3, llama, qwen2, qwen3 or qwen3moe.
     #[arg(long)]
     arch: Arch,
-    /// tiny (256 wide, 2 layers) or 1b (the family's ~1B shape).
+    /// tiny (256 wide, 2 layers), 1b (the family's ~1B shape) or mixtral (llama: the tiny
+    /// shape with 8 experts, 2 used per token).
     #[arg(long, default_value = "tiny")]
     preset: Preset,
     /// F16, BF16, F32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K, Q2_K, Q3_K_S, Q4_K_S, Q5_K_S, IQ4_NL or IQ4_XS.
@@ -38,7 +39,7 @@ pub struct Args {
     /// Override the preset's context length.
     #[arg(long)]
     ctx: Option<usize>,
-    /// Override the preset's expert count (MoE).
+    /// Override the preset's expert count (MoE; on llama, Mixtral-style experts).
     #[arg(long)]
     experts: Option<usize>,
     /// Override the preset's used-expert count (MoE).
@@ -60,6 +61,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     if let Some(n) = a.experts {
         config.n_expert = n;
+        // Mixtral-style: a llama file's experts have the model's FFN size.
+        if a.arch == Arch::Llama {
+            config.n_ff_exp = config.n_ff;
+        }
     }
     if let Some(n) = a.experts_used {
         config.n_expert_used = n;
