@@ -330,35 +330,58 @@ impl Step<'_> {
             route(p, pick);
         }
         self.give(probs);
+        // Each expert's (token, choice) pairs; experts serving the same tokens (every chosen
+        // expert of a one-token step) share one pass for their gates and ups.
+        let mut routed: Vec<Vec<usize>> = vec![Vec::new(); n_exp];
+        for (i, &(e, _)) in chosen.iter().enumerate() {
+            routed[e].push(i);
+        }
+        let toks = |e: usize| routed[e].iter().map(|&i| i / k);
+        let mut used: Vec<usize> = (0..n_exp).filter(|&e| !routed[e].is_empty()).collect();
+        used.sort_by(|&a, &b| toks(a).cmp(toks(b)));
         // The output of every (token, choice), then their sum in choice order.
         let mut parts = self.bufs.take(n_tok * k * n_embd);
-        let mut routed = Vec::new();
-        for e in 0..n_exp {
-            routed.clear();
-            routed.extend((0..n_tok * k).filter(|&i| chosen[i].0 == e));
-            if routed.is_empty() {
-                continue;
-            }
-            let mut xs = self.bufs.take(routed.len() * n_embd);
-            for (row, &i) in xs.chunks_exact_mut(n_embd).zip(&routed) {
+        let bytes = self.m.bytes();
+        for group in used.chunk_by(|&a, &b| toks(a).eq(toks(b))) {
+            let rows = &routed[group[0]];
+            let mut xs = self.bufs.take(rows.len() * n_embd);
+            for (row, &i) in xs.chunks_exact_mut(n_embd).zip(rows) {
                 let t = i / k;
                 row.copy_from_slice(&x[t * n_embd..(t + 1) * n_embd]);
             }
-            let mut g = self.matmul(&moe.gate[e], &xs)?;
-            let u = self.matmul(&moe.up[e], &xs)?;
-            self.glu(glu, &mut g, &u, moe.gate[e].rows);
-            self.give(u);
-            let d = self.matmul(&moe.down[e], &g)?;
-            self.give(g);
-            for (row, &i) in d.chunks_exact(n_embd).zip(&routed) {
-                let w = chosen[i].1;
-                let dst = &mut parts[i * n_embd..(i + 1) * n_embd];
-                for (o, &v) in dst.iter_mut().zip(row) {
-                    *o = v * w;
+            for &e in group {
+                for m in [&moe.gate[e], &moe.up[e], &moe.down[e]] {
+                    m.prepare(self.m.gguf(), &self.m.threads);
                 }
             }
-            self.give(d);
+            // [gate, up] of each expert of the group.
+            let ws: Vec<_> = group
+                .iter()
+                .flat_map(|&e| [moe.gate[e].view(bytes), moe.up[e].view(bytes)])
+                .collect();
+            let mut ys: Vec<Vec<f32>> = ws
+                .iter()
+                .map(|w| self.bufs.take(rows.len() * w.rows))
+                .collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+            matmul::matmul_many(&self.m.threads, &ws, &xs, &mut outs)?;
             self.give(xs);
+            let mut ys = ys.into_iter();
+            for &e in group {
+                let (mut g, u) = (ys.next().expect("a gate"), ys.next().expect("an up"));
+                self.glu(glu, &mut g, &u, moe.gate[e].rows);
+                self.give(u);
+                let d = self.matmul(&moe.down[e], &g)?;
+                self.give(g);
+                for (row, &i) in d.chunks_exact(n_embd).zip(&routed[e]) {
+                    let w = chosen[i].1;
+                    let dst = &mut parts[i * n_embd..(i + 1) * n_embd];
+                    for (o, &v) in dst.iter_mut().zip(row) {
+                        *o = v * w;
+                    }
+                }
+                self.give(d);
+            }
         }
         let mut out = self.bufs.take(n_tok * n_embd);
         for (o, p) in out

@@ -86,6 +86,18 @@ pub(crate) struct Matrix {
     packed: Option<Arc<memmap2::Mmap>>,
     /// Repacked without `LoadOptions::exact`: batches may take hearth's fast orders.
     fast: bool,
+    /// An expert's matrix, repacked the first time a token is routed to it
+    /// ([`prepare`](Self::prepare)) rather than at load, so that experts never used stay out
+    /// of memory.
+    on_use: Option<Arc<OnUse>>,
+}
+
+/// [`Matrix::on_use`]: the repacked copy once made (`None` inside when the type is not
+/// repacked or the copy failed: the matrix then stays in the file's order).
+#[derive(Debug)]
+struct OnUse {
+    copy: std::sync::OnceLock<Option<Arc<memmap2::Mmap>>>,
+    exact: bool,
 }
 
 impl Matrix {
@@ -105,17 +117,48 @@ impl Matrix {
             len,
             packed: None,
             fast: false,
+            on_use: None,
+        }
+    }
+
+    /// Leaves the repacking to the first [`prepare`](Self::prepare) (expert matrices).
+    fn pack_on_use(&mut self, exact: bool) {
+        self.on_use = Some(Arc::new(OnUse {
+            copy: std::sync::OnceLock::new(),
+            exact,
+        }));
+    }
+
+    /// Makes the repacked copy of a matrix that waits for its first use, if it has not been
+    /// made (a failure leaves the matrix in the file's order, which the products also take).
+    pub(crate) fn prepare(&self, file: &GgufFile, threads: &Threads) {
+        if let Some(u) = &self.on_use {
+            u.copy.get_or_init(|| {
+                self.packed_copy(file, threads, u.exact)
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            });
         }
     }
 
     pub fn view<'a>(&'a self, file: &'a [u8]) -> MatRef<'a> {
+        let made = self
+            .on_use
+            .as_ref()
+            .and_then(|u| Some((u.copy.get()?.as_deref()?, !u.exact)));
+        let (packed, fast) = match (self.packed.as_deref(), made) {
+            (Some(p), _) => (Some(&p[..]), self.fast),
+            (None, Some((p, fast))) => (Some(&p[..]), fast),
+            (None, None) => (None, false),
+        };
         MatRef {
             ty: self.ty,
             rows: self.rows,
             cols: self.cols,
             data: &file[self.start..self.start + self.len],
-            packed: self.packed.as_deref().map(|m| &m[..]),
-            fast: self.fast,
+            packed,
+            fast,
         }
     }
 
@@ -124,14 +167,32 @@ impl Matrix {
     /// same float order), and unless `exact`, Q5_0, Q8_0 (hearth's block order) and Q6_K (the
     /// tiled order for every batch).
     fn repack(&mut self, file: &GgufFile, threads: &Threads, exact: bool) -> Result<()> {
+        if self.packed.is_some() {
+            return Ok(());
+        }
+        if let Some(copy) = self.packed_copy(file, threads, exact)? {
+            self.packed = Some(Arc::new(copy));
+            self.fast = !exact;
+        }
+        Ok(())
+    }
+
+    /// The repacked copy ([`repack`](Self::repack)), or `None` for a type or shape that stays
+    /// in the file's order. Releases the mapped original as it goes.
+    fn packed_copy(
+        &self,
+        file: &GgufFile,
+        threads: &Threads,
+        exact: bool,
+    ) -> Result<Option<memmap2::Mmap>> {
         use hearth_quant::packed::{self, ROWS};
         let wanted = match self.ty {
             GgmlType::Q4_0 | GgmlType::Q4K => true,
             GgmlType::Q5_0 | GgmlType::Q6K | GgmlType::Q8_0 => !exact,
             _ => false,
         };
-        if !wanted || self.rows == 0 || !self.rows.is_multiple_of(8) || self.packed.is_some() {
-            return Ok(());
+        if !wanted || self.rows == 0 || !self.rows.is_multiple_of(8) {
+            return Ok(None);
         }
         let src = &file.bytes()[self.start..self.start + self.len];
         let rb = self.len / self.rows.max(1);
@@ -156,9 +217,7 @@ impl Matrix {
         let dst = dst
             .make_read_only()
             .map_err(|e| EngineError::Io(format!("could not seal repacked weights: {e}")))?;
-        self.packed = Some(Arc::new(dst));
-        self.fast = !exact;
-        Ok(())
+        Ok(Some(dst))
     }
 }
 
@@ -291,11 +350,16 @@ impl Model {
         let threads = Threads::new(opts.threads)?;
         let mut output = output;
         if opts.repack {
-            // Experts stay as the file has them: repacking would make every one resident.
+            // Experts are repacked when first used: all at load would make every one resident.
             for l in &mut layers {
                 let mut ms = vec![&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo];
-                if let Ffn::Dense { gate, up, down, .. } = &mut l.ffn {
-                    ms.extend([gate, up, down]);
+                match &mut l.ffn {
+                    Ffn::Dense { gate, up, down, .. } => ms.extend([gate, up, down]),
+                    Ffn::Moe(moe) => {
+                        for m in moe.gate.iter_mut().chain(&mut moe.up).chain(&mut moe.down) {
+                            m.pack_on_use(opts.exact);
+                        }
+                    }
                 }
                 for m in ms {
                     m.repack(&file, &threads, opts.exact)?;

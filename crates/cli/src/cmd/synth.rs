@@ -45,6 +45,10 @@ pub struct Args {
     /// Override the preset's used-expert count (MoE).
     #[arg(long)]
     experts_used: Option<usize>,
+    /// Instead of the mixture of experts, the dense model a token of it costs as much as: the
+    /// used experts' FFN as one (qwen3moe becomes qwen3, llama stays llama).
+    #[arg(long)]
+    dense: bool,
     #[arg(short = 't', long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
     threads: usize,
     #[arg(short = 'o', long)]
@@ -69,6 +73,18 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(n) = a.experts_used {
         config.n_expert_used = n;
     }
+    if a.dense {
+        if !config.is_moe() {
+            anyhow::bail!("--dense needs a mixture of experts (qwen3moe, or llama with experts)");
+        }
+        config.n_ff = config.n_expert_used * config.n_ff_exp;
+        config.n_expert = 0;
+        config.n_expert_used = 0;
+        config.n_ff_exp = 0;
+        if config.arch == Arch::Qwen3Moe {
+            config.arch = Arch::Qwen3;
+        }
+    }
     let vocab_path = model_ref::resolve(&a.vocab)?;
     let vocab = Vocab::from_file(&GgufFile::open(&vocab_path)?, a.n_vocab)?;
     let opts = SynthOptions {
@@ -86,7 +102,7 @@ pub fn run(a: Args) -> Result<()> {
     );
     bar.set_message(format!(
         "synth {} {} {}",
-        a.arch,
+        opts.config.arch,
         a.file_type,
         a.output.display()
     ));
@@ -101,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "wrote {} ({} {}, {} layers, vocab {} from {}, {:.1} MB) in {:.1}s",
         a.output.display(),
-        a.arch,
+        opts.config.arch,
         a.file_type,
         opts.config.n_layer,
         vocab.n_vocab,
