@@ -367,12 +367,23 @@ impl Step<'_> {
             matmul::matmul_many(&self.m.threads, &ws, &xs, &mut outs)?;
             self.give(xs);
             let mut ys = ys.into_iter();
+            let mut hs = Vec::with_capacity(group.len());
             for &e in group {
                 let (mut g, u) = (ys.next().expect("a gate"), ys.next().expect("an up"));
                 self.glu(glu, &mut g, &u, moe.gate[e].rows);
                 self.give(u);
-                let d = self.matmul(&moe.down[e], &g)?;
-                self.give(g);
+                hs.push(g);
+            }
+            // The group's down projections, also in one pass.
+            let downs: Vec<_> = group.iter().map(|&e| moe.down[e].view(bytes)).collect();
+            let mut ds: Vec<Vec<f32>> = downs
+                .iter()
+                .map(|w| self.bufs.take(rows.len() * w.rows))
+                .collect();
+            let ins: Vec<&[f32]> = hs.iter().map(|h| &h[..]).collect();
+            let mut outs: Vec<&mut [f32]> = ds.iter_mut().map(|d| &mut d[..]).collect();
+            matmul::matmul_each(&self.m.threads, &downs, &ins, &mut outs)?;
+            for ((&e, d), h) in group.iter().zip(ds).zip(hs) {
                 for (row, &i) in d.chunks_exact(n_embd).zip(&routed[e]) {
                     let w = chosen[i].1;
                     let dst = &mut parts[i * n_embd..(i + 1) * n_embd];
@@ -381,6 +392,7 @@ impl Step<'_> {
                     }
                 }
                 self.give(d);
+                self.give(h);
             }
         }
         let mut out = self.bufs.take(n_tok * n_embd);

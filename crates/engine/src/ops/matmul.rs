@@ -60,7 +60,7 @@ pub fn matmul(threads: &Threads, w: MatRef, x: &[f32], out: &mut [f32]) -> Resul
         return Ok(());
     }
     if w.packed.is_some() {
-        return packed_rows(threads, &[w], x, n_tok, &mut [out]);
+        return packed_rows(threads, &[w], &[x], n_tok, &mut [out]);
     }
     let order = Order::choose(w.ty, w.rows, w.cols, n_tok);
     let rb = w.row_bytes();
@@ -192,7 +192,37 @@ pub fn matmul_many(
         }
         return Ok(());
     }
-    packed_rows(threads, ws, x, n_tok, outs)
+    packed_rows(threads, ws, &vec![x; ws.len()], n_tok, outs)
+}
+
+/// `outs[i] = ws[i] · xs[i]`: products of the same shape of input (the down projections of a
+/// decode step's experts), in one pass over the threads where all are packed and take the same
+/// kind of kernel; otherwise one product after another. The same results as [`matmul`] on each.
+pub fn matmul_each(
+    threads: &Threads,
+    ws: &[MatRef],
+    xs: &[&[f32]],
+    outs: &mut [&mut [f32]],
+) -> Result<()> {
+    assert!(ws.len() == xs.len() && ws.len() == outs.len());
+    let Some(first) = ws.first() else {
+        return Ok(());
+    };
+    let n_tok = xs[0].len() / first.cols;
+    let same_kernels = n_tok > 0
+        && ws.iter().zip(xs).all(|(w, x)| {
+            w.packed.is_some()
+                && w.cols == first.cols
+                && x.len() == xs[0].len()
+                && takes_tiles(w, n_tok) == takes_tiles(first, n_tok)
+        });
+    if !same_kernels {
+        for ((w, x), out) in ws.iter().zip(xs).zip(outs.iter_mut()) {
+            matmul(threads, *w, x, out)?;
+        }
+        return Ok(());
+    }
+    packed_rows(threads, ws, xs, n_tok, outs)
 }
 
 /// Whether a product of `n_tok` tokens with `w` runs on AMX's bf16 tiles.
@@ -215,7 +245,7 @@ enum Prepared {
 fn packed_rows(
     threads: &Threads,
     ws: &[MatRef],
-    x: &[f32],
+    xs: &[&[f32]],
     n_tok: usize,
     outs: &mut [&mut [f32]],
 ) -> Result<()> {
@@ -223,11 +253,12 @@ fn packed_rows(
     let isa = hearth_quant::active_isa();
     let tiles = takes_tiles(&ws[0], n_tok);
     let cols = ws[0].cols;
-    // One preparation per partner format (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K for Q4_K/Q6_K).
-    let mut preps: Vec<(GgmlType, Prepared)> = Vec::new();
+    // One preparation per input and partner format (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_K for
+    // Q4_K/Q6_K).
+    let mut preps: Vec<((GgmlType, usize), Prepared)> = Vec::new();
     let mut which = Vec::with_capacity(ws.len());
-    for w in ws {
-        let format = hearth_quant::vec_dot_type(w.ty)?;
+    for (w, &x) in ws.iter().zip(xs) {
+        let format = (hearth_quant::vec_dot_type(w.ty)?, x.as_ptr() as usize);
         let i = match preps.iter().position(|(f, _)| *f == format) {
             Some(i) => i,
             None => {
