@@ -466,10 +466,7 @@ fn params_str(n: u64) -> String {
 
 /// Peak resident set size (VmHWM) in bytes, where the system reports it.
 fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    super::common::proc_status_bytes("VmHWM")
 }
 
 /// Resets VmHWM to the current RSS (Linux ≥ 4.0); a no-op where that is not possible.

@@ -219,3 +219,13 @@ pub fn read_text(arg: Option<&str>, file: Option<&std::path::Path>) -> Result<St
         (None, None) => bail!("no prompt given: pass PROMPT or -f FILE"),
     }
 }
+
+/// A size line of `/proc/self/status` (`VmRSS`, `VmHWM`...) in bytes, where the system has it.
+pub fn proc_status_bytes(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -86,7 +86,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!("{}", result.timings());
     // What the generation made resident: repacked weights, the experts it was routed to, the
     // KV cache (a mixture of experts stays below its file while experts go unused).
-    if let Some(rss) = resident_bytes() {
+    if let Some(rss) = super::common::proc_status_bytes("VmRSS") {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         eprintln!(
             "hearth: resident memory {:.1} MiB (model file {:.1} MiB)",
@@ -95,12 +95,4 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The resident set size (VmRSS) in bytes, where the system reports it.
-fn resident_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
