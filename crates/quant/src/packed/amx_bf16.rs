@@ -443,9 +443,10 @@ mod tiles {
                     for j in 0..(1 + (pair + 1 < groups) as usize) {
                         let g = &packed[(pair + j) * gb..(pair + j + 1) * gb][from * step_bytes..];
                         // The packed rows stream from memory once; fetch ahead into L2.
-                        if ks == from {
-                            super::super::prefetch_far(g.as_ptr(), span * step_bytes);
-                        }
+                        super::super::prefetch_tiles(
+                            g.as_ptr().wrapping_add((ks - from) * step_bytes),
+                            step_bytes,
+                        );
                         dequant_step(ty, g, ks - from, slot.wrapping_add(j * TILE_LINES));
                     }
                 };
