@@ -149,6 +149,32 @@ fn round_line(vals: &[f32], line: &mut Line) {
     }
 }
 
+/// Whether [`tiles::scaled_line`] may run.
+fn scaled_lines_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::isa::active_isa() >= crate::Isa::Avx512
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The 32 quants of step `ks` (columns `32ks..`) of a row quantized as `partner` (Q8_0 or
+/// Q8_K), and their scale.
+fn step_quants(partner: GgmlType, q: &[u8], ks: usize) -> (&[u8], f32) {
+    if partner == GgmlType::Q8K {
+        // d (f32), 256 quants, 16 sums.
+        let b = &q[ks / 8 * 292..][..292];
+        let d = f32::from_le_bytes(b[..4].try_into().unwrap());
+        (&b[4 + ks % 8 * KS..][..KS], d)
+    } else {
+        // d (f16), 32 quants.
+        let b = &q[ks * 34..][..34];
+        (&b[2..], f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+    }
+}
+
 fn from_bf16(b: u16) -> f32 {
     half::bf16::from_bits(b).to_f32()
 }
@@ -167,6 +193,18 @@ impl Bf16Acts {
         cols: usize,
         par: impl FnOnce(usize, &(dyn Fn(usize, usize) + Sync)),
     ) -> Result<Bf16Acts, QuantError> {
+        Self::quantized_like_in(scaled_lines_fast(), weight, x, cols, par)
+    }
+
+    /// [`quantized_like`](Self::quantized_like), each line made by [`tiles::scaled_line`] from
+    /// the quantized row when `fast`, else by dequantizing the row and rounding.
+    fn quantized_like_in(
+        fast: bool,
+        weight: GgmlType,
+        x: &[f32],
+        cols: usize,
+        par: impl FnOnce(usize, &(dyn Fn(usize, usize) + Sync)),
+    ) -> Result<Bf16Acts, QuantError> {
         let partner = crate::vec_dot_type(weight)?;
         let rb = row_bytes(partner, cols)?;
         let n_tok = check_rows(x, cols)?;
@@ -176,21 +214,33 @@ impl Bf16Acts {
         let err = std::sync::Mutex::new(None);
         let fill = |t0: usize, nt: usize| {
             let base = &base;
-            let (mut q, mut back) = (vec![0u8; rb], vec![0f32; cols]);
+            let (mut q, mut back) = (vec![0u8; rb], vec![0f32; if fast { 0 } else { cols }]);
             for t in t0..t0 + nt {
                 let row = &x[t * cols..(t + 1) * cols];
-                let done = crate::quantize_act(weight, row, &mut q)
-                    .and_then(|()| crate::dequantize_row(partner, &q, &mut back));
+                let mut done = crate::quantize_act(weight, row, &mut q);
+                if !fast {
+                    done = done.and_then(|()| crate::dequantize_row(partner, &q, &mut back));
+                }
                 if let Err(e) = done {
                     *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     return;
                 }
                 let (block, half, r) = (t / T, t % T / 16, t % 16);
-                for (ks, vals) in back.chunks_exact(KS).enumerate() {
+                for ks in 0..steps {
                     let i = ((block * steps + ks) * 2 + half) * TILE_LINES + r;
                     // SAFETY: line i belongs to token t, which only this call fills; `tiles`
                     // outlives `par`.
-                    round_line(vals, unsafe { &mut *base.0.add(i) });
+                    let line = unsafe { &mut *base.0.add(i) };
+                    if fast {
+                        let (qs, d) = step_quants(partner, &q, ks);
+                        // SAFETY: `fast` checked AVX-512 BF16.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            tiles::scaled_line(qs, d, line)
+                        };
+                    } else {
+                        round_line(&back[ks * KS..(ks + 1) * KS], line);
+                    }
                 }
             }
         };
@@ -725,6 +775,24 @@ mod tiles {
         }
     }
 
+    /// Line = the 32 quants `q` (i8) times `d`, rounded to bf16: what [`super::round_line`]
+    /// makes of the row that `dequantize_row` gives back (the same product, one rounding each).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) fn scaled_line(q: &[u8], d: f32, line: &mut Line) {
+        let q = &q[..32];
+        // SAFETY: 32 bytes in, one aligned line out.
+        unsafe {
+            let v = _mm256_loadu_si256(q.as_ptr().cast());
+            let dv = _mm512_set1_ps(d);
+            let lo = _mm512_cvtepi8_epi32(_mm256_castsi256_si128(v));
+            let hi = _mm512_cvtepi8_epi32(_mm256_extracti128_si256::<1>(v));
+            let lo = _mm512_mul_ps(_mm512_cvtepi32_ps(lo), dv);
+            let hi = _mm512_mul_ps(_mm512_cvtepi32_ps(hi), dv);
+            let b: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_store_si512(line.0.as_mut_ptr().cast(), b);
+        }
+    }
+
     /// A per-row value (16 lanes, row r in lane r) spread over the lanes of two row-pair
     /// vectors: lanes 2i and 2i + 1 of `[0]` hold row i, of `[1]` row 8 + i.
     #[derive(Clone, Copy)]
@@ -929,6 +997,32 @@ mod tiles {
 mod tests {
     use super::super::testing::Case;
     use super::*;
+
+    /// The vector lines equal the dequantized-and-rounded rows bit for bit, for both partner
+    /// formats, a short last token block included.
+    #[test]
+    fn scaled_lines_equal_the_rounded_dequantized_rows() {
+        if !scaled_lines_fast() {
+            eprintln!("skipped: no AVX-512 BF16");
+            return;
+        }
+        let cols = 512;
+        for n_tok in [1, 37] {
+            let x: Vec<f32> = (0..n_tok * cols)
+                .map(|i| ((i as f32) * 0.731).sin() * (1.0 + (i % 97) as f32))
+                .collect();
+            for ty in [GgmlType::Q4_0, GgmlType::Q4K] {
+                let seq = |n: usize, f: &(dyn Fn(usize, usize) + Sync)| f(0, n);
+                let a = Bf16Acts::quantized_like_in(true, ty, &x, cols, seq).unwrap();
+                let b = Bf16Acts::quantized_like_in(false, ty, &x, cols, seq).unwrap();
+                for t in 0..n_tok {
+                    for k in 0..cols {
+                        assert_eq!(a.at(t, k).to_bits(), b.at(t, k).to_bits(), "{ty:?} {t} {k}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Every ISA within a tight tolerance of the f64 sum of the bf16-rounded operands (the tile
     /// unit's summation order is its own), over several runs of groups and token blocks,
