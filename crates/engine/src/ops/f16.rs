@@ -145,7 +145,7 @@ pub fn dot_lanes16(x: &[u16], y: &[u16]) -> f32 {
 
 /// Elements per step of ggml's half-precision vector loops when the CPU has AVX512-FP16
 /// (`GGML_F16_STEP` = 128 halves); the rest of a row takes the f32 scalar path.
-const FP16_STEP: usize = 128;
+pub(crate) const FP16_STEP: usize = 128;
 
 /// `ggml_vec_mad_f16`, `y += x * v`, as the reference build runs it (AVX512-FP16): whole steps of
 /// 128 use native half arithmetic — `v` rounded to half, one rounding of `x*v + y` to half — and
