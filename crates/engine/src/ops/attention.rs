@@ -377,8 +377,8 @@ mod flash_f16 {
         let mut q_tail = [0f32; 64];
         // SAFETY: `hd - n64 < 64` floats from `n64` on, stored from the rounded vectors.
         unsafe {
-            for j in n64 / 16..nv {
-                _mm512_storeu_ps(q_tail.as_mut_ptr().add(16 * j - n64), qv[j]);
+            for (j, v) in qv[..nv].iter().enumerate().skip(n64 / 16) {
+                _mm512_storeu_ps(q_tail.as_mut_ptr().add(16 * j - n64), *v);
             }
         }
         let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
