@@ -162,6 +162,7 @@ fn scaled_lines_fast() -> bool {
 
 /// The 32 quants of step `ks` (columns `32ks..`) of a row quantized as `partner` (Q8_0 or
 /// Q8_K), and their scale.
+#[inline]
 fn step_quants(partner: GgmlType, q: &[u8], ks: usize) -> (&[u8], f32) {
     if partner == GgmlType::Q8K {
         // d (f32), 256 quants, 16 sums.
