@@ -846,12 +846,11 @@ mod tiles {
             idx
         }
         const IDX: [[[i8; 64]; 2]; 2] = [[index(0, 0), index(0, 1)], [index(1, 0), index(1, 1)]];
-        const TOP: __mmask64 = 0x8888_8888_8888_8888;
         for (l, idx) in IDX.iter().enumerate() {
             let half = |h: usize| {
                 // SAFETY: 64 bytes of index.
                 let ix = unsafe { _mm512_loadu_si512(idx[h].as_ptr().cast()) };
-                let q = _mm512_maskz_permutexvar_epi8(TOP, ix, v);
+                let q = permute_top(ix, v);
                 _mm512_fmsub_ps(_mm512_cvtepi32_ps(q), scale.0[h], bias.0[h])
             };
             let (lo, hi) = (half(0), half(1));
@@ -861,6 +860,27 @@ mod tiles {
                 _mm512_store_si512(dst.add(l).cast(), p);
             }
         }
+    }
+
+    /// `_mm512_maskz_permutexvar_epi8` keeping the top byte of each lane, written out: LLVM
+    /// turns the intrinsic into a permute and an AND, a µop more per vector (dequantization
+    /// alone, 640×2048 Q5_0 at 32 tokens, alternating runs: ~8% faster).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn permute_top(ix: __m512i, v: __m512i) -> __m512i {
+        let q: __m512i;
+        // SAFETY: register-only AVX-512 VBMI instruction (the caller's target features).
+        unsafe {
+            asm!(
+                "vpermb {q}{{{k}}}{{z}}, {ix}, {v}",
+                q = out(zmm_reg) q,
+                k = in(kreg) 0x8888_8888_8888_8888u64,
+                ix = in(zmm_reg) ix,
+                v = in(zmm_reg) v,
+                options(pure, nomem, nostack)
+            )
+        };
+        q
     }
 
     /// The panel of one group: per step of 32 columns, one B tile of 16 lines, line `kk`
