@@ -20,10 +20,13 @@ use crate::error::{EngineError, Result};
 /// How long an idle worker spins before parking.
 const SPIN: Duration = Duration::from_micros(300);
 
-/// One parallel loop: `run(i)` for every piece index `i < n_pieces`.
+/// One parallel loop: `run(first, count)` over ranges covering `0..n_items`, claimed by the
+/// threads as they come ([`take_pieces`]).
 struct Job<'a> {
-    run: &'a (dyn Fn(usize) + Sync),
-    n_pieces: usize,
+    run: &'a (dyn Fn(usize, usize) + Sync),
+    n_items: usize,
+    align: usize,
+    threads: usize,
 }
 
 struct Shared {
@@ -31,7 +34,7 @@ struct Shared {
     epoch: AtomicUsize,
     /// The current job (a `Job` on the caller's stack, valid until every worker checked in).
     job: AtomicPtr<Job<'static>>,
-    /// Next piece to claim.
+    /// First item not yet claimed.
     next: AtomicUsize,
     /// Workers done with the current epoch.
     done: AtomicUsize,
@@ -104,12 +107,7 @@ impl Threads {
         let Ok(_guard) = self.busy.try_lock() else {
             return f(0, n_items);
         };
-        let per = pieces(n_items, self.n, align);
-        let run = |i: usize| {
-            let start = i * per;
-            f(start, per.min(n_items - start));
-        };
-        self.run(&run, n_items.div_ceil(per));
+        self.run(&f, n_items, align.max(1));
     }
 
     /// Splits `out` into pieces of whole items (`unit` elements each, a multiple of `align`
@@ -140,9 +138,14 @@ impl Threads {
         });
     }
 
-    fn run(&self, run: &(dyn Fn(usize) + Sync), n_pieces: usize) {
+    fn run(&self, run: &(dyn Fn(usize, usize) + Sync), n_items: usize, align: usize) {
         let s = &*self.shared;
-        let job = Job { run, n_pieces };
+        let job = Job {
+            run,
+            n_items,
+            align,
+            threads: self.n,
+        };
         s.next.store(0, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
         s.panicked.store(false, Ordering::Relaxed);
@@ -173,10 +176,15 @@ impl Threads {
     }
 }
 
-/// Items per piece: a few pieces per thread so that uneven pieces even out.
-fn pieces(n_items: usize, threads: usize, align: usize) -> usize {
-    let align = align.max(1);
-    n_items.div_ceil(threads * 8).div_ceil(align) * align
+/// The size of the next piece when `left` items are unclaimed ("guided" scheduling): a share
+/// of what is left, so the first pieces are long (a product streams its rows in long runs that
+/// its prefetches stay ahead of) and the last ones short (the threads finish together), a
+/// multiple of `align` but for the very last.
+fn piece(left: usize, threads: usize, align: usize) -> usize {
+    left.div_ceil(2 * threads)
+        .div_ceil(align)
+        .saturating_mul(align)
+        .min(left)
 }
 
 /// A pointer into a `&mut [T]` shared by the pool's threads, each writing its own disjoint part.
@@ -185,12 +193,19 @@ pub(crate) struct SendPtr<T>(pub *mut T);
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
 fn take_pieces(job: &Job, s: &Shared) {
-    loop {
-        let i = s.next.fetch_add(1, Ordering::Relaxed);
-        if i >= job.n_pieces {
-            return;
+    let mut first = s.next.load(Ordering::Relaxed);
+    while first < job.n_items {
+        let n = piece(job.n_items - first, job.threads, job.align);
+        match s
+            .next
+            .compare_exchange_weak(first, first + n, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                (job.run)(first, n);
+                first = s.next.load(Ordering::Relaxed);
+            }
+            Err(now) => first = now,
         }
-        (job.run)(i);
     }
 }
 

@@ -306,16 +306,9 @@ fn packed_rows(
     let err = std::sync::Mutex::new(None);
     // The kernels write through strides, so each thread writes its column range of each
     // token-major output in place: no row-major scratch and transpose.
-    // Products of several tokens: two long runs of groups per thread, not the pool's eight
-    // short ones, so a thread's packed rows stream from memory in long runs that its prefetches
-    // stay ahead of (each run starts cold). Gemma 3 270M, 2 threads, 6 alternating runs: TTFT32
-    // 35.3 → 32.4 ms, pp64 1331 → 1419 t/s; pp512 unchanged. A decode step's products keep
-    // the short pieces (no difference measured either way).
-    let align = if n_tok == 1 {
-        1
-    } else {
-        n_groups.div_ceil(threads.n() * 2)
-    };
+    // The pool hands out long runs of groups first (a thread's packed rows stream in runs its
+    // prefetches stay ahead of), shorter ones last. The tile kernel takes groups in pairs.
+    let align = if tiles { 2 } else { 1 };
     threads.ranges(n_groups, align, |a, n| {
         let bases = &bases;
         for (i, w) in ws.iter().enumerate() {
