@@ -274,15 +274,7 @@ fn flash_vec_impl(heads: Heads, h: usize, q: &[f32], pos: usize, kv: KvView, out
             continue;
         }
         let s = qk.dot(kv_row_units(kv.k, ku, heads, c, kvh)) * heads.scale;
-        let (mut ms, mut vs) = (1f32, 1f32);
-        let new_max = s > m;
-        if new_max {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-        } else {
-            vs = (s - m).exp();
-        }
+        let (ms, vs, new_max) = online_step(s, &mut m);
         let vr = kv_row_units(kv.v, vu, heads, c, kvh);
         if f16_acc {
             if new_max {
@@ -382,10 +374,7 @@ mod flash_f16 {
             }
         }
         let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
-        for c in 0..kv.n_cells.min(pos + 1) {
-            if !visible(pos, c, heads.window) {
-                continue;
-            }
+        for c in visible_span(pos, heads.window, 0, kv.n_cells) {
             let kp = kv_row(kv.k, heads, c, kvh).as_ptr();
             let vp = kv_row(kv.v, heads, c, kvh).as_ptr();
             // SAFETY: K and V rows hold `hd` halves (`kv_row` sliced them).
@@ -411,16 +400,7 @@ mod flash_f16 {
                 sumf += (kk * q_tail[k - n64]) as f64;
             }
             let s = sumf as f32 * heads.scale;
-            // The online softmax of `flash_vec_impl`.
-            let (mut ms, mut vs) = (1f32, 1f32);
-            let new_max = s > m;
-            if new_max {
-                let m_old = m;
-                m = s;
-                ms = (m_old - m).exp();
-            } else {
-                vs = (s - m).exp();
-            }
+            let (ms, vs, new_max) = online_step(s, &mut m);
             if new_max {
                 let (mh, mf) = (_mm512_set1_ps(half_of(ms)), _mm512_set1_ps(ms));
                 for (j, a) in acc[..nv].iter_mut().enumerate() {
@@ -439,6 +419,19 @@ mod flash_f16 {
             // SAFETY: `out` holds `hd` floats.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), _mm512_mul_ps(*a, inv)) };
         }
+    }
+}
+
+/// One cell of the one-query kernels' online softmax, score `s` against the running maximum
+/// `m`: the factor of the accumulator and of the cell's V row (the C library's `expf`), and
+/// whether `s` is the new maximum.
+#[inline(always)]
+fn online_step(s: f32, m: &mut f32) -> (f32, f32, bool) {
+    if s > *m {
+        let m_old = std::mem::replace(m, s);
+        ((m_old - s).exp(), 1.0, true)
+    } else {
+        (1.0, (s - *m).exp(), false)
     }
 }
 

@@ -164,14 +164,15 @@ fn scaled_lines_fast() -> bool {
 /// Q8_K), and their scale.
 #[inline]
 fn step_quants(partner: GgmlType, q: &[u8], ks: usize) -> (&[u8], f32) {
+    let bb = partner.block_bytes();
     if partner == GgmlType::Q8K {
         // d (f32), 256 quants, 16 sums.
-        let b = &q[ks / 8 * 292..][..292];
+        let b = &q[ks / 8 * bb..][..bb];
         let d = f32::from_le_bytes(b[..4].try_into().unwrap());
         (&b[4 + ks % 8 * KS..][..KS], d)
     } else {
         // d (f16), 32 quants.
-        let b = &q[ks * 34..][..34];
+        let b = &q[ks * bb..][..bb];
         (&b[2..], f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
     }
 }
